@@ -1,0 +1,330 @@
+//! The admin HTTP API (axum): state, explain, admin actions, history and Prometheus
+//! metrics. Errors become JSON responses in exactly one place ([`ApiError`]).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State as AxumState};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use topology::{AdminState, AdminTarget, ClientLocation, DomainName, Family, Health, Timestamp};
+
+use crate::control::Control;
+use crate::metrics::Metrics;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AdminContext {
+    pub control: Arc<Control>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The admin API's routes.
+pub fn router(context: AdminContext) -> Router {
+    Router::new()
+        .route("/api/v1/state", get(state))
+        .route("/api/v1/explain", get(explain))
+        .route("/api/v1/history", get(history))
+        .route(
+            "/api/v1/members/{service}/{node}/{action}",
+            post(member_action),
+        )
+        .route("/api/v1/sites/{site}/{action}", post(site_action))
+        .route("/api/v1/services/{service}/{action}", post(service_action))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .with_state(context)
+}
+
+/// Every way a request can fail, and the status it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+        };
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now() -> Timestamp {
+    Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    )
+}
+
+#[derive(Serialize)]
+struct MemberView {
+    node: String,
+    site: String,
+    address: IpAddr,
+    health: Health,
+    reason: String,
+    admin: AdminState,
+    weight: u32,
+    weight_percent: u32,
+    eligible: bool,
+    ineligible: Option<String>,
+}
+
+async fn state(AxumState(ctx): AxumState<AdminContext>) -> Json<serde_json::Value> {
+    let snapshot = ctx.control.snapshot();
+    let deployment = &snapshot.deployment;
+    let sites: Vec<_> = deployment
+        .site_ids()
+        .map(|id| {
+            let site = deployment.site(id);
+            let state = snapshot.state.site(id);
+            serde_json::json!({
+                "name": site.name,
+                "location": site.location,
+                "client_networks": site.client_networks,
+                "admin": state.admin,
+                "last_report_ms": state.last_report,
+            })
+        })
+        .collect();
+    let services: Vec<_> = deployment
+        .services
+        .iter()
+        .map(|service| {
+            let members: Vec<MemberView> = service
+                .members
+                .iter()
+                .map(|id| {
+                    let member = deployment.member(*id);
+                    let ms = snapshot.state.member(*id);
+                    let family = if member.address.is_ipv4() {
+                        Family::V4
+                    } else {
+                        Family::V6
+                    };
+                    let verdict = topology::select::member_verdict(
+                        deployment,
+                        &snapshot.state,
+                        *id,
+                        family,
+                        snapshot.built_at,
+                    );
+                    MemberView {
+                        node: member.node.clone(),
+                        site: deployment.site(member.site).name.clone(),
+                        address: member.address,
+                        health: ms.health,
+                        reason: ms.reason.clone(),
+                        admin: ms.admin,
+                        weight: member.weight,
+                        weight_percent: ms.weight_percent,
+                        eligible: verdict.is_ok(),
+                        ineligible: verdict.err().map(|why| why.to_string()),
+                    }
+                })
+                .collect();
+            serde_json::json!({
+                "name": service.name,
+                "fqdn": service.fqdn,
+                "policy": service.policy,
+                "ttl": service.ttl,
+                "max_answers": service.max_answers,
+                "min_healthy": service.min_healthy,
+                "when_all_down": service.when_all_down,
+                "members": members,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({
+        "generation": snapshot.generation,
+        "built_at_ms": snapshot.built_at,
+        "zone": deployment.zone.origin,
+        "sites": sites,
+        "services": services,
+        "geoip": {
+            "database_type": snapshot.geo.database_type(),
+            "build_epoch": snapshot.geo.build_epoch(),
+            "client_class_blocks": snapshot.classes.blocks(),
+        },
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainParams {
+    name: String,
+    client: String,
+    #[serde(rename = "type")]
+    qtype: Option<String>,
+}
+
+async fn explain(
+    AxumState(ctx): AxumState<AdminContext>,
+    Query(params): Query<ExplainParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let snapshot = ctx.control.snapshot();
+    let deployment = &snapshot.deployment;
+    let name = DomainName::parse(&params.name, Some(&deployment.zone.origin))
+        .map_err(|e| ApiError::BadRequest(format!("name {:?}: {e}", params.name)))?;
+    let service = deployment
+        .service_by_fqdn(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("{name} is not a GSLB service name")))?;
+    let client: IpAddr = match params.client.parse::<IpNet>() {
+        Ok(net) => net.trunc().addr(),
+        Err(_) => params.client.parse().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "client {:?} is not an address or a subnet",
+                params.client
+            ))
+        })?,
+    };
+    let family = match params
+        .qtype
+        .as_deref()
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        None | Some("A") => Family::V4,
+        Some("AAAA") => Family::V6,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "type {other:?} is not A or AAAA"
+            )));
+        }
+    };
+    let (location, network) = snapshot.locate(client);
+    let (class, scope) = snapshot.classes.lookup(client);
+    let explained = topology::explain(
+        deployment,
+        &snapshot.state,
+        service,
+        family,
+        &location,
+        snapshot.built_at,
+    );
+    let located_by = match &location {
+        ClientLocation::SiteNetwork { site } => {
+            format!("client network of site {}", deployment.site(*site).name)
+        }
+        ClientLocation::Geoip { .. } => "GeoIP database".to_owned(),
+        ClientLocation::Unknown => "unknown (not in a site network nor in GeoIP)".to_owned(),
+    };
+    Ok(Json(serde_json::json!({
+        "name": name,
+        "client": client,
+        "located_by": located_by,
+        "network": network,
+        "client_class": class,
+        "ecs_scope": if snapshot.answers.location_scoped(service) { scope } else { 0 },
+        "generation": snapshot.generation,
+        "explain": explained,
+    })))
+}
+
+async fn history(AxumState(ctx): AxumState<AdminContext>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "changes": ctx.control.history() }))
+}
+
+async fn metrics(AxumState(ctx): AxumState<AdminContext>) -> impl IntoResponse {
+    let snapshot = ctx.control.snapshot();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ctx.metrics.render(&snapshot),
+    )
+}
+
+/// Who asks and why, recorded in the history.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reason {
+    who: Option<String>,
+    why: Option<String>,
+}
+
+fn parse_action(action: &str) -> Result<AdminState, ApiError> {
+    match action {
+        "drain" => Ok(AdminState::Drained),
+        "undrain" | "clear" | "activate" => Ok(AdminState::Active),
+        "maintenance" => Ok(AdminState::Maintenance),
+        "force-down" => Ok(AdminState::ForcedDown),
+        other => Err(ApiError::NotFound(format!(
+            "unknown action {other:?} (drain, undrain, maintenance, force-down, clear)"
+        ))),
+    }
+}
+
+fn apply(
+    ctx: &AdminContext,
+    target: AdminTarget,
+    action: &str,
+    body: Option<Json<Reason>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let admin = parse_action(action)?;
+    let reason = body.map(|Json(r)| r).unwrap_or_default();
+    let who = reason.who.unwrap_or_else(|| "admin-api".into());
+    let why = reason.why.unwrap_or_default();
+    ctx.control.admin(target, admin, &who, &why, now());
+    let snapshot = ctx.control.snapshot();
+    Ok(Json(serde_json::json!({
+        "target": crate::control::describe(&snapshot.deployment, &target),
+        "admin": admin,
+        "generation": snapshot.generation,
+    })))
+}
+
+async fn member_action(
+    AxumState(ctx): AxumState<AdminContext>,
+    Path((service, node, action)): Path<(String, String, String)>,
+    body: Option<Json<Reason>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let member = ctx
+        .control
+        .deployment()
+        .member_by_name(&service, &node)
+        .ok_or_else(|| ApiError::NotFound(format!("no member {node:?} in service {service:?}")))?;
+    apply(&ctx, AdminTarget::Member(member), &action, body)
+}
+
+async fn site_action(
+    AxumState(ctx): AxumState<AdminContext>,
+    Path((site, action)): Path<(String, String)>,
+    body: Option<Json<Reason>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = ctx
+        .control
+        .deployment()
+        .site_by_name(&site)
+        .ok_or_else(|| ApiError::NotFound(format!("no site {site:?}")))?;
+    apply(&ctx, AdminTarget::Site(id), &action, body)
+}
+
+async fn service_action(
+    AxumState(ctx): AxumState<AdminContext>,
+    Path((service, action)): Path<(String, String)>,
+    body: Option<Json<Reason>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = ctx
+        .control
+        .deployment()
+        .service_by_name(&service)
+        .ok_or_else(|| ApiError::NotFound(format!("no service {service:?}")))?;
+    apply(&ctx, AdminTarget::Service(id), &action, body)
+}

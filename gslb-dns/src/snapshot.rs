@@ -1,0 +1,202 @@
+//! The immutable snapshot the DNS front answers from: deployment, state, client classes, the
+//! encoded zone and every service answer precomputed per (service, family, client class).
+//! Built off the query path whenever anything changes and published with `ArcSwap`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use geoip_data::GeoDb;
+use topology::{
+    ClassTable, ClientLocation, Deployment, Family, GeoLocation, Policy, ServiceId, SiteId, State,
+    Timestamp,
+};
+
+use crate::dns::zone::{ZoneData, rr_tail};
+
+/// One rotation of a service answer, encoded: `count` records without owner names.
+#[derive(Debug, Clone)]
+pub struct PackedVariant {
+    pub count: u16,
+    pub tails: Vec<u8>,
+    /// The site the answer sends the client to (for metrics).
+    pub site: Option<SiteId>,
+}
+
+/// Every rotation of one answer; none means NODATA.
+#[derive(Debug, Clone, Default)]
+pub struct PackedAnswer {
+    pub variants: Vec<PackedVariant>,
+}
+
+/// Answers indexed by (service, family, class).
+#[derive(Debug, Clone)]
+pub struct AnswerTable {
+    answers: Vec<PackedAnswer>,
+    classes: usize,
+    /// Per service: whether the answer depends on where the client is (the ECS scope is then
+    /// the deciding network's length, otherwise 0).
+    location_scoped: Vec<bool>,
+}
+
+impl AnswerTable {
+    pub fn build(
+        deployment: &Deployment,
+        state: &State,
+        classes: &ClassTable,
+        now: Timestamp,
+    ) -> AnswerTable {
+        let class_count = classes.classes().len();
+        let mut answers = Vec::with_capacity(deployment.services.len() * 2 * class_count);
+        for service_id in deployment.service_ids() {
+            let service = deployment.service(service_id);
+            for family in [Family::V4, Family::V6] {
+                for class in classes.classes() {
+                    let selection =
+                        topology::select(deployment, state, service_id, family, class, now);
+                    let variants = selection
+                        .variants
+                        .iter()
+                        .map(|variant| {
+                            let mut tails = Vec::new();
+                            for member in &variant.members {
+                                match deployment.member(*member).address {
+                                    IpAddr::V4(a) => {
+                                        rr_tail(1, service.ttl, &a.octets(), &mut tails)
+                                    }
+                                    IpAddr::V6(a) => {
+                                        rr_tail(28, service.ttl, &a.octets(), &mut tails)
+                                    }
+                                }
+                            }
+                            PackedVariant {
+                                count: variant.members.len() as u16,
+                                tails,
+                                site: variant.site,
+                            }
+                        })
+                        .collect();
+                    answers.push(PackedAnswer { variants });
+                }
+            }
+        }
+        AnswerTable {
+            answers,
+            classes: class_count,
+            location_scoped: deployment
+                .services
+                .iter()
+                .map(|s| {
+                    matches!(
+                        s.policy,
+                        Policy::Topology | Policy::Latency | Policy::LeastLoad
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub fn get(
+        &self,
+        service: ServiceId,
+        family: Family,
+        class: topology::ClassId,
+    ) -> &PackedAnswer {
+        let family = match family {
+            Family::V4 => 0,
+            Family::V6 => 1,
+        };
+        &self.answers[(service.0 as usize * 2 + family) * self.classes + class as usize]
+    }
+
+    pub fn location_scoped(&self, service: ServiceId) -> bool {
+        self.location_scoped[service.0 as usize]
+    }
+}
+
+/// Everything a query needs, immutable.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases with every published snapshot.
+    pub generation: u64,
+    pub built_at: Timestamp,
+    pub deployment: Arc<Deployment>,
+    pub state: Arc<State>,
+    pub classes: Arc<ClassTable>,
+    pub geo: Arc<GeoDb>,
+    pub zone: Arc<ZoneData>,
+    pub answers: AnswerTable,
+}
+
+impl Snapshot {
+    /// Where `ip` is: a site client network first, then GeoIP, else unknown; with the network
+    /// that decided (as text) for explanations.
+    pub fn locate(&self, ip: IpAddr) -> (ClientLocation, Option<String>) {
+        if let Some((site, net)) = topology::classes::site_network_of(&self.deployment, ip) {
+            return (ClientLocation::SiteNetwork { site }, Some(net.to_string()));
+        }
+        match self.geo.lookup(ip) {
+            Ok(Some((location, prefix_len))) => {
+                let network = ipnet::IpNet::new(ip, prefix_len)
+                    .map(|n| n.trunc().to_string())
+                    .ok();
+                (
+                    ClientLocation::Geoip {
+                        location: geo_location(location),
+                    },
+                    network,
+                )
+            }
+            _ => (ClientLocation::Unknown, None),
+        }
+    }
+}
+
+/// The GeoIP database's location in the model's terms.
+pub fn geo_location(location: geoip_data::Location) -> GeoLocation {
+    GeoLocation {
+        continent: location.continent,
+        country: location.country,
+        subdivision: location.subdivision,
+        city: location.city,
+        coordinates: location
+            .coordinates
+            .map(|(lat, lon)| topology::Coordinates { lat, lon }),
+    }
+}
+
+/// Builds the client-class table from a GeoIP database and the deployment's site networks.
+pub fn build_classes(
+    deployment: &Deployment,
+    geo: &GeoDb,
+) -> Result<ClassTable, geoip_data::GeoError> {
+    let networks = geo.networks()?;
+    Ok(ClassTable::build(
+        deployment,
+        networks
+            .into_iter()
+            .map(|(net, location)| (net, geo_location(location))),
+    ))
+}
+
+/// The next moment a site's telemetry turns stale, when answers must be rebuilt.
+pub fn next_staleness_deadline(
+    deployment: &Deployment,
+    state: &State,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    if state.freeze_staleness {
+        return None;
+    }
+    deployment
+        .services
+        .iter()
+        .filter(|s| s.check.is_some())
+        .flat_map(|service| {
+            state.sites.iter().filter_map(move |site| {
+                site.last_report
+                    .map(|t| Timestamp(t.0 + service.stale_after.as_millis() as u64 + 1))
+            })
+        })
+        .filter(|deadline| *deadline > now)
+        .min()
+}

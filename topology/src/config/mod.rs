@@ -1,0 +1,104 @@
+//! One TOML document describes a whole deployment. [`Config::from_toml`] parses it from a
+//! string (no file I/O here) and validates it into a [`Deployment`]; every error names the
+//! key and the line.
+
+pub mod duration;
+mod locate;
+mod raw;
+mod validate;
+
+pub use locate::KeyPath;
+
+use crate::model::Deployment;
+
+/// The embedded default configuration: three sites (fra, iad, sin) on loopback and the
+/// service `s3`. The same text is checked in as `docs/examples/portico.toml`.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// Component sections other than the DNS node's, kept as parsed for their binaries.
+#[derive(Debug, Clone, Default)]
+pub struct ComponentSections {
+    pub site_agent_site: Option<String>,
+    pub site_agent_report_to: Vec<String>,
+    pub proxy_site: Option<String>,
+}
+
+/// A parsed and validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub deployment: Deployment,
+    pub components: ComponentSections,
+}
+
+/// A configuration that cannot be used; the message names the key and, when known, the line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("line {line}, column {column}: `{key}`: {message}")]
+    Syntax {
+        key: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{}`{key}`: {message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+    Invalid {
+        key: String,
+        line: Option<usize>,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The key path the error is about.
+    pub fn key(&self) -> &str {
+        match self {
+            ConfigError::Syntax { key, .. } | ConfigError::Invalid { key, .. } => key,
+        }
+    }
+}
+
+/// An error found while validating, before its line is looked up.
+#[derive(Debug, Clone)]
+pub(crate) struct Invalid {
+    pub key: KeyPath,
+    pub message: String,
+}
+
+impl Config {
+    /// Parses and validates a configuration document. `now_unix` (seconds) is the default SOA
+    /// serial when the document sets none.
+    pub fn from_toml(source: &str, now_unix: u64) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(source).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            let (line, column) = locate::line_column(source, offset);
+            let mut key = locate::path_at(source, offset).to_string();
+            if key.is_empty() {
+                key = "(document)".into();
+            }
+            ConfigError::Syntax {
+                key,
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        validate::validate(raw, now_unix).map_err(|invalid| {
+            let line = locate::span_of(source, &invalid.key)
+                .map(|span| locate::line_column(source, span.start).0);
+            ConfigError::Invalid {
+                key: invalid.key.to_string(),
+                line,
+                message: invalid.message,
+            }
+        })
+    }
+
+    /// The embedded default configuration.
+    pub fn default_config(now_unix: u64) -> Config {
+        Config::from_toml(DEFAULT_CONFIG, now_unix)
+            .expect("the embedded default configuration is valid")
+    }
+}
+
+#[cfg(test)]
+mod tests;

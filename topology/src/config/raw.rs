@@ -1,0 +1,219 @@
+//! The TOML document as written by the operator: serde types, every table
+//! `deny_unknown_fields`. [`super::validate`] turns them into checked types.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub zone: RawZone,
+    #[serde(default)]
+    pub dns: RawDns,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub geoip: RawGeoip,
+    #[serde(default, rename = "site")]
+    pub sites: Vec<RawSite>,
+    #[serde(default, rename = "service")]
+    pub services: Vec<RawService>,
+    #[serde(default)]
+    pub site_agent: Option<RawSiteAgent>,
+    #[serde(default)]
+    pub proxy: Option<RawProxy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZone {
+    pub origin: String,
+    pub ns: Vec<String>,
+    #[serde(default = "default_ns_ttl")]
+    pub ns_ttl: u32,
+    #[serde(default = "default_record_ttl")]
+    pub default_ttl: u32,
+    #[serde(default)]
+    pub soa: RawSoa,
+    #[serde(default)]
+    pub records: Vec<String>,
+}
+
+fn default_ns_ttl() -> u32 {
+    3600
+}
+fn default_record_ttl() -> u32 {
+    300
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSoa {
+    /// Primary server; defaults to the first NS.
+    pub mname: Option<String>,
+    #[serde(default = "default_rname")]
+    pub rname: String,
+    /// Defaults to the configuration's load time in seconds since the epoch (set by the shell).
+    pub serial: Option<u32>,
+    #[serde(default = "default_refresh")]
+    pub refresh: u32,
+    #[serde(default = "default_retry")]
+    pub retry: u32,
+    #[serde(default = "default_expire")]
+    pub expire: u32,
+    /// Negative-caching TTL (RFC 2308).
+    #[serde(default = "default_minimum")]
+    pub minimum: u32,
+    #[serde(default = "default_ns_ttl")]
+    pub ttl: u32,
+}
+
+impl Default for RawSoa {
+    fn default() -> Self {
+        RawSoa {
+            mname: None,
+            rname: default_rname(),
+            serial: None,
+            refresh: default_refresh(),
+            retry: default_retry(),
+            expire: default_expire(),
+            minimum: default_minimum(),
+            ttl: default_ns_ttl(),
+        }
+    }
+}
+
+fn default_rname() -> String {
+    "hostmaster".into()
+}
+fn default_refresh() -> u32 {
+    3600
+}
+fn default_retry() -> u32 {
+    600
+}
+fn default_expire() -> u32 {
+    86400
+}
+fn default_minimum() -> u32 {
+    1
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    pub listen: Option<Vec<String>>,
+    pub udp_workers: Option<usize>,
+    pub max_udp_payload: Option<u16>,
+    pub tcp_idle_timeout: Option<String>,
+    pub tcp_max_connections: Option<usize>,
+    pub ecs: Option<bool>,
+    pub debug_queries: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeoip {
+    pub database: Option<String>,
+    pub reload_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSite {
+    pub name: String,
+    pub location: Option<RawLocation>,
+    #[serde(default)]
+    pub client_networks: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocation {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub name: String,
+    #[serde(default = "default_policy")]
+    pub policy: String,
+    #[serde(default = "default_service_ttl")]
+    pub ttl: u32,
+    #[serde(default = "default_max_answers")]
+    pub max_answers: usize,
+    #[serde(default = "default_min_healthy")]
+    pub min_healthy: usize,
+    #[serde(default = "default_when_all_down")]
+    pub when_all_down: String,
+    #[serde(default)]
+    pub spill: bool,
+    #[serde(default)]
+    pub failover_order: Vec<String>,
+    #[serde(default)]
+    pub unknown_client_order: Vec<String>,
+    pub stale_after: Option<String>,
+    pub check: Option<RawCheck>,
+    pub members: Vec<RawMember>,
+}
+
+fn default_policy() -> String {
+    "topology".into()
+}
+fn default_service_ttl() -> u32 {
+    1
+}
+fn default_max_answers() -> usize {
+    2
+}
+fn default_min_healthy() -> usize {
+    1
+}
+fn default_when_all_down() -> String {
+    "answer-all".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    pub kind: String,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub bucket: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMember {
+    pub site: String,
+    pub node: Option<String>,
+    pub address: String,
+    pub weight: Option<u32>,
+    pub agent_port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSiteAgent {
+    pub site: Option<String>,
+    #[serde(default)]
+    pub report_to: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    pub site: Option<String>,
+}

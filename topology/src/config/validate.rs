@@ -1,0 +1,547 @@
+//! Raw TOML values to checked types. Every rejection carries the key path it is about.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::duration::parse_duration;
+use super::locate::KeyPath;
+use super::raw::*;
+use super::{ComponentSections, Config, Invalid};
+use crate::geo::Coordinates;
+use crate::model::*;
+use crate::name::DomainName;
+use crate::records::{RecordData, StaticRecord, parse_record, rtype};
+
+type Result<T> = std::result::Result<T, Invalid>;
+
+fn invalid(key: KeyPath, message: impl Into<String>) -> Invalid {
+    Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+fn duration(key: KeyPath, text: Option<&str>, default: Duration) -> Result<Duration> {
+    match text {
+        None => Ok(default),
+        Some(text) => parse_duration(text).map_err(|e| invalid(key, e)),
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, now_unix: u64) -> Result<Config> {
+    let zone = zone(&raw.zone, now_unix)?;
+    let sites = sites(&raw.sites)?;
+    let site_ids: HashMap<&str, SiteId> = raw
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), SiteId(i as u16)))
+        .collect();
+    let mut services = Vec::new();
+    let mut members = Vec::new();
+    for (index, service) in raw.services.iter().enumerate() {
+        let key = KeyPath::from("service").index(index);
+        let id = ServiceId(index as u16);
+        services.push(service_of(
+            service,
+            &key,
+            id,
+            &zone,
+            &site_ids,
+            &mut members,
+        )?);
+    }
+    let mut names = HashSet::new();
+    for (index, service) in services.iter().enumerate() {
+        if !names.insert(service.fqdn.clone()) {
+            return Err(invalid(
+                KeyPath::from("service").index(index).key("name"),
+                format!("service {} is defined twice", service.fqdn),
+            ));
+        }
+        if let Some(pos) = zone.records.iter().position(|r| r.owner == service.fqdn) {
+            return Err(invalid(
+                KeyPath::from("zone.records").index(pos),
+                format!(
+                    "static record at {} clashes with the service of that name",
+                    service.fqdn
+                ),
+            ));
+        }
+    }
+    let deployment = Deployment {
+        zone,
+        sites,
+        services,
+        members,
+        dns: dns(&raw.dns)?,
+        admin: admin(&raw.admin)?,
+        geoip: GeoipSettings {
+            database: raw.geoip.database.clone(),
+            reload_interval: duration(
+                KeyPath::from("geoip.reload_interval"),
+                raw.geoip.reload_interval.as_deref(),
+                Duration::from_secs(30),
+            )?,
+        },
+    };
+    let components = components(&raw, &site_ids)?;
+    Ok(Config {
+        deployment,
+        components,
+    })
+}
+
+fn name(key: KeyPath, text: &str, origin: Option<&DomainName>) -> Result<DomainName> {
+    DomainName::parse(text, origin).map_err(|e| invalid(key, e.to_string()))
+}
+
+fn zone(raw: &RawZone, now_unix: u64) -> Result<Zone> {
+    let origin = name(KeyPath::from("zone.origin"), &raw.origin, None)?;
+    if raw.ns.is_empty() {
+        return Err(invalid(
+            KeyPath::from("zone.ns"),
+            "at least one name server is needed",
+        ));
+    }
+    let ns = raw
+        .ns
+        .iter()
+        .enumerate()
+        .map(|(i, text)| name(KeyPath::from("zone.ns").index(i), text, Some(&origin)))
+        .collect::<Result<Vec<_>>>()?;
+    let soa_key = KeyPath::from("zone.soa");
+    let soa = Soa {
+        mname: match &raw.soa.mname {
+            Some(text) => name(soa_key.key("mname"), text, Some(&origin))?,
+            None => ns[0].clone(),
+        },
+        rname: name(soa_key.key("rname"), &raw.soa.rname, Some(&origin))?,
+        serial: raw.soa.serial.unwrap_or(now_unix as u32),
+        refresh: raw.soa.refresh,
+        retry: raw.soa.retry,
+        expire: raw.soa.expire,
+        minimum: raw.soa.minimum,
+        ttl: raw.soa.ttl,
+    };
+    let mut records = Vec::new();
+    for (i, line) in raw.records.iter().enumerate() {
+        let key = KeyPath::from("zone.records").index(i);
+        let record = parse_record(line, &origin, raw.default_ttl)
+            .map_err(|e| invalid(key.clone(), format!("{line:?}: {e}")))?;
+        if !record.owner.is_within(&origin) {
+            return Err(invalid(
+                key,
+                format!("{} is outside the zone {origin}", record.owner),
+            ));
+        }
+        if record.owner == origin && matches!(record.data, RecordData::Cname { .. }) {
+            return Err(invalid(key, "a CNAME cannot be at the zone apex"));
+        }
+        records.push(record);
+    }
+    check_cname_exclusive(&records)?;
+    Ok(Zone {
+        origin,
+        ns,
+        ns_ttl: raw.ns_ttl,
+        soa,
+        records,
+    })
+}
+
+fn check_cname_exclusive(records: &[StaticRecord]) -> Result<()> {
+    for (i, record) in records.iter().enumerate() {
+        if record.data.rtype() != rtype::CNAME {
+            continue;
+        }
+        if let Some(other) = records
+            .iter()
+            .enumerate()
+            .find(|(j, r)| *j != i && r.owner == record.owner)
+        {
+            return Err(invalid(
+                KeyPath::from("zone.records").index(other.0.max(i)),
+                format!(
+                    "{} has a CNAME and other data (RFC 1034 section 3.6.2)",
+                    record.owner
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn sites(raw: &[RawSite]) -> Result<Vec<Site>> {
+    let mut seen = HashSet::new();
+    let mut sites = Vec::new();
+    for (i, site) in raw.iter().enumerate() {
+        let key = KeyPath::from("site").index(i);
+        if site.name.is_empty()
+            || !site
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                key.key("name"),
+                format!(
+                    "{:?}: site names are letters, digits, '-' and '_'",
+                    site.name
+                ),
+            ));
+        }
+        if !seen.insert(site.name.as_str()) {
+            return Err(invalid(
+                key.key("name"),
+                format!("site {:?} is defined twice", site.name),
+            ));
+        }
+        let location = match &site.location {
+            None => None,
+            Some(l) if (-90.0..=90.0).contains(&l.lat) && (-180.0..=180.0).contains(&l.lon) => {
+                Some(Coordinates {
+                    lat: l.lat,
+                    lon: l.lon,
+                })
+            }
+            Some(_) => {
+                return Err(invalid(
+                    key.key("location"),
+                    "lat must be within -90..=90 and lon within -180..=180",
+                ));
+            }
+        };
+        let client_networks = site
+            .client_networks
+            .iter()
+            .enumerate()
+            .map(|(j, text)| {
+                let net: IpNet = text.parse().map_err(|_| {
+                    invalid(
+                        key.key("client_networks").index(j),
+                        format!("{text:?} is not a network (like 192.0.2.0/24)"),
+                    )
+                })?;
+                Ok(net.trunc())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        sites.push(Site {
+            name: site.name.clone(),
+            location,
+            client_networks,
+        });
+    }
+    if sites.is_empty() {
+        return Err(invalid(
+            KeyPath::from("site"),
+            "at least one [[site]] is needed",
+        ));
+    }
+    // One network claimed by two sites would make the answer depend on table order.
+    let mut owners: HashMap<IpNet, &str> = HashMap::new();
+    for (i, site) in sites.iter().enumerate() {
+        for (j, net) in site.client_networks.iter().enumerate() {
+            if let Some(other) = owners.insert(*net, &site.name) {
+                return Err(invalid(
+                    KeyPath::from("site")
+                        .index(i)
+                        .key("client_networks")
+                        .index(j),
+                    format!("{net} is already a client network of site {other:?}"),
+                ));
+            }
+        }
+    }
+    Ok(sites)
+}
+
+fn site_list(
+    key: KeyPath,
+    names: &[String],
+    site_ids: &HashMap<&str, SiteId>,
+) -> Result<Vec<SiteId>> {
+    let mut order = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let id = *site_ids
+            .get(name.as_str())
+            .ok_or_else(|| invalid(key.index(i), format!("no site named {name:?}")))?;
+        if order.contains(&id) {
+            return Err(invalid(
+                key.index(i),
+                format!("site {name:?} is listed twice"),
+            ));
+        }
+        order.push(id);
+    }
+    Ok(order)
+}
+
+fn service_of(
+    raw: &RawService,
+    key: &KeyPath,
+    id: ServiceId,
+    zone: &Zone,
+    site_ids: &HashMap<&str, SiteId>,
+    members: &mut Vec<Member>,
+) -> Result<Service> {
+    let fqdn = name(key.key("name"), &raw.name, Some(&zone.origin))?;
+    if !fqdn.is_within(&zone.origin) || fqdn == zone.origin {
+        return Err(invalid(
+            key.key("name"),
+            format!("{fqdn} must be a name below the zone {}", zone.origin),
+        ));
+    }
+    let policy = Policy::parse(&raw.policy).ok_or_else(|| {
+        invalid(
+            key.key("policy"),
+            format!(
+                "{:?} is not one of {}",
+                raw.policy,
+                Policy::NAMES.join(", ")
+            ),
+        )
+    })?;
+    let when_all_down = match raw.when_all_down.as_str() {
+        "answer-all" => WhenAllDown::AnswerAll,
+        "nodata" => WhenAllDown::Nodata,
+        other => {
+            return Err(invalid(
+                key.key("when_all_down"),
+                format!("{other:?} is not answer-all or nodata"),
+            ));
+        }
+    };
+    if raw.max_answers == 0 || raw.max_answers > 64 {
+        return Err(invalid(key.key("max_answers"), "must be within 1..=64"));
+    }
+    if raw.min_healthy == 0 {
+        return Err(invalid(key.key("min_healthy"), "must be at least 1"));
+    }
+    let failover_order = site_list(key.key("failover_order"), &raw.failover_order, site_ids)?;
+    if policy == Policy::Failover && failover_order.is_empty() {
+        return Err(invalid(
+            key.key("failover_order"),
+            "policy \"failover\" needs failover_order, the sites in priority order",
+        ));
+    }
+    let unknown_client_order = site_list(
+        key.key("unknown_client_order"),
+        &raw.unknown_client_order,
+        site_ids,
+    )?;
+    let check = raw
+        .check
+        .as_ref()
+        .map(|c| check(key.key("check"), c))
+        .transpose()?;
+    let default_stale = check.as_ref().map_or(Duration::from_secs(3), |c| {
+        (c.interval * 4).max(Duration::from_secs(2))
+    });
+    let stale_after = duration(
+        key.key("stale_after"),
+        raw.stale_after.as_deref(),
+        default_stale,
+    )?;
+    if raw.members.is_empty() {
+        return Err(invalid(
+            key.key("members"),
+            "a service needs at least one member",
+        ));
+    }
+    let mut own = Vec::new();
+    let mut nodes = HashSet::new();
+    for (i, m) in raw.members.iter().enumerate() {
+        let mkey = key.key("members").index(i);
+        let site = *site_ids
+            .get(m.site.as_str())
+            .ok_or_else(|| invalid(mkey.key("site"), format!("no site named {:?}", m.site)))?;
+        let address: IpAddr = m.address.parse().map_err(|_| {
+            invalid(
+                mkey.key("address"),
+                format!("{:?} is not an IP address", m.address),
+            )
+        })?;
+        let node = m.node.clone().unwrap_or_else(|| address.to_string());
+        if node.is_empty() || node.contains('/') || node.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                mkey.key("node"),
+                "node names have no '/' or spaces",
+            ));
+        }
+        if !nodes.insert(node.clone()) {
+            return Err(invalid(
+                mkey.key("node"),
+                format!("node {node:?} appears twice in this service"),
+            ));
+        }
+        let weight = m.weight.unwrap_or(100);
+        if !(1..=1000).contains(&weight) {
+            return Err(invalid(mkey.key("weight"), "must be within 1..=1000"));
+        }
+        let member = MemberId(members.len() as u32);
+        members.push(Member {
+            id: member,
+            service: id,
+            site,
+            node,
+            address,
+            weight,
+            agent_port: m.agent_port,
+        });
+        own.push(member);
+    }
+    Ok(Service {
+        name: raw.name.trim_end_matches('.').to_owned(),
+        fqdn,
+        policy,
+        ttl: raw.ttl,
+        max_answers: raw.max_answers,
+        min_healthy: raw.min_healthy,
+        when_all_down,
+        spill: raw.spill,
+        failover_order,
+        unknown_client_order,
+        stale_after,
+        check,
+        members: own,
+    })
+}
+
+fn check(key: KeyPath, raw: &RawCheck) -> Result<Check> {
+    let kind = match raw.kind.as_str() {
+        "s3" => CheckKind::S3,
+        "nfs" => CheckKind::Nfs,
+        "smb" => CheckKind::Smb,
+        "tcp" => CheckKind::Tcp,
+        "http" => CheckKind::Http,
+        other => {
+            return Err(invalid(
+                key.key("kind"),
+                format!("{other:?} is not one of s3, nfs, smb, tcp, http"),
+            ));
+        }
+    };
+    let interval = duration(
+        key.key("interval"),
+        raw.interval.as_deref(),
+        Duration::from_millis(500),
+    )?;
+    let timeout = duration(
+        key.key("timeout"),
+        raw.timeout.as_deref(),
+        Duration::from_millis(400),
+    )?;
+    if interval.is_zero() {
+        return Err(invalid(key.key("interval"), "must be more than 0"));
+    }
+    if timeout.is_zero() || timeout > interval * 10 {
+        return Err(invalid(
+            key.key("timeout"),
+            "must be more than 0 and at most 10 intervals",
+        ));
+    }
+    let rise = raw.rise.unwrap_or(2);
+    let fall = raw.fall.unwrap_or(2);
+    if rise == 0 {
+        return Err(invalid(key.key("rise"), "must be at least 1"));
+    }
+    if fall == 0 {
+        return Err(invalid(key.key("fall"), "must be at least 1"));
+    }
+    Ok(Check {
+        kind,
+        interval,
+        timeout,
+        rise,
+        fall,
+        port: raw.port,
+        path: raw.path.clone(),
+        bucket: raw.bucket.clone(),
+    })
+}
+
+fn socket_addr(key: KeyPath, text: &str) -> Result<SocketAddr> {
+    text.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{text:?} is not an address:port (like 127.0.0.1:5353 or [::1]:5353)"),
+        )
+    })
+}
+
+fn dns(raw: &RawDns) -> Result<DnsSettings> {
+    let listen = match &raw.listen {
+        None => vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, text)| socket_addr(KeyPath::from("dns.listen").index(i), text))
+            .collect::<Result<Vec<_>>>()?,
+    };
+    if listen.is_empty() {
+        return Err(invalid(
+            KeyPath::from("dns.listen"),
+            "needs at least one address",
+        ));
+    }
+    let max_udp_payload = raw.max_udp_payload.unwrap_or(1232);
+    if !(512..=4096).contains(&max_udp_payload) {
+        return Err(invalid(
+            KeyPath::from("dns.max_udp_payload"),
+            "must be within 512..=4096",
+        ));
+    }
+    Ok(DnsSettings {
+        listen,
+        udp_workers: raw.udp_workers.unwrap_or(0),
+        max_udp_payload,
+        tcp_idle_timeout: duration(
+            KeyPath::from("dns.tcp_idle_timeout"),
+            raw.tcp_idle_timeout.as_deref(),
+            Duration::from_secs(10),
+        )?,
+        tcp_max_connections: raw.tcp_max_connections.unwrap_or(1024),
+        ecs: raw.ecs.unwrap_or(true),
+        debug_queries: raw.debug_queries.unwrap_or(false),
+    })
+}
+
+fn admin(raw: &RawAdmin) -> Result<AdminSettings> {
+    let listen = match (&raw.listen, raw.enabled.unwrap_or(true)) {
+        (_, false) => None,
+        (None, true) => Some(SocketAddr::from(([127, 0, 0, 1], 8053))),
+        (Some(text), true) => Some(socket_addr(KeyPath::from("admin.listen"), text)?),
+    };
+    Ok(AdminSettings { listen })
+}
+
+fn components(raw: &RawConfig, site_ids: &HashMap<&str, SiteId>) -> Result<ComponentSections> {
+    let known = |key: &str, site: &Option<String>| -> Result<Option<String>> {
+        match site {
+            Some(name) if !site_ids.contains_key(name.as_str()) => Err(invalid(
+                KeyPath::from(key),
+                format!("no site named {name:?}"),
+            )),
+            other => Ok(other.clone()),
+        }
+    };
+    Ok(ComponentSections {
+        site_agent_site: known(
+            "site_agent.site",
+            &raw.site_agent.as_ref().and_then(|a| a.site.clone()),
+        )?,
+        site_agent_report_to: raw
+            .site_agent
+            .as_ref()
+            .map(|a| a.report_to.clone())
+            .unwrap_or_default(),
+        proxy_site: known(
+            "proxy.site",
+            &raw.proxy.as_ref().and_then(|p| p.site.clone()),
+        )?,
+    })
+}

@@ -1,0 +1,124 @@
+//! "Why did this client get this answer?": selection plus where the client was placed and
+//! how far each site is, for the admin API and the debug TXT query.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::geo::ClientLocation;
+use crate::model::{Deployment, ServiceId};
+use crate::select::{Explanation, Family, Outcome, classify, select};
+use crate::state::{State, Timestamp};
+
+/// A full explanation of one answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explain {
+    pub location: ClientLocation,
+    /// The answer as the next query would get it (the first rotation).
+    pub answers: Vec<IpAddr>,
+    /// How many rotations the answer has.
+    pub rotations: usize,
+    #[serde(flatten)]
+    pub explanation: Explanation,
+}
+
+/// Explains the answer of `service` for a client at `location`.
+pub fn explain(
+    deployment: &Deployment,
+    state: &State,
+    service: ServiceId,
+    family: Family,
+    location: &ClientLocation,
+    now: Timestamp,
+) -> Explain {
+    let class = classify(deployment, location);
+    let selection = select(deployment, state, service, family, &class, now);
+    let mut explanation = selection.explanation;
+    let origin = location.coordinates(&deployment.sites);
+    for report in &mut explanation.sites {
+        let site = deployment
+            .site_by_name(&report.site)
+            .map(|id| deployment.site(id));
+        report.distance_km = match (origin, site.and_then(|s| s.location)) {
+            (Some(from), Some(to)) => Some((from.distance_km(&to) * 10.0).round() / 10.0),
+            _ => None,
+        };
+    }
+    let answers = selection
+        .variants
+        .first()
+        .map(|v| {
+            v.members
+                .iter()
+                .map(|m| deployment.member(*m).address)
+                .collect()
+        })
+        .unwrap_or_default();
+    Explain {
+        location: location.clone(),
+        answers,
+        rotations: selection.variants.len(),
+        explanation,
+    }
+}
+
+impl Explain {
+    /// Short lines for a TXT answer (each well under 255 octets).
+    pub fn summary_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        lines.push(match &self.location {
+            ClientLocation::SiteNetwork { .. } => "client: in a site client network".to_owned(),
+            ClientLocation::Geoip { location } => format!(
+                "client: geoip {}/{} {}",
+                location.continent.as_deref().unwrap_or("?"),
+                location.country.as_deref().unwrap_or("?"),
+                location.city.as_deref().unwrap_or("")
+            ),
+            ClientLocation::Unknown => "client: location unknown".to_owned(),
+        });
+        lines.push(format!(
+            "policy {:?}, order by {}",
+            self.explanation.policy, self.explanation.order_source
+        ));
+        for site in &self.explanation.sites {
+            let skipped: Vec<String> = site
+                .members
+                .iter()
+                .filter_map(|m| m.ineligible.as_ref().map(|why| format!("{} {why}", m.node)))
+                .collect();
+            let mut line = format!(
+                "#{} {} {} eligible={}",
+                site.rank,
+                site.site,
+                if site.available {
+                    "available"
+                } else {
+                    "unavailable"
+                },
+                site.eligible
+            );
+            if let Some(km) = site.distance_km {
+                line.push_str(&format!(" {km:.0}km"));
+            }
+            if !skipped.is_empty() {
+                line.push_str(&format!(" ({})", skipped.join("; ")));
+            }
+            line.truncate(250);
+            lines.push(line);
+        }
+        lines.push(match &self.explanation.outcome {
+            Outcome::Site { site, spilled_to } if spilled_to.is_empty() => {
+                format!("answer: site {site}")
+            }
+            Outcome::Site { site, spilled_to } => {
+                format!("answer: site {site}, spilled to {}", spilled_to.join(","))
+            }
+            Outcome::Spread { sites } => format!("answer: spread over {}", sites.join(",")),
+            Outcome::FailOpen { site } => format!("answer: fail open (all down), site {site}"),
+            Outcome::Nodata { why } => format!("answer: nodata ({why})"),
+        });
+        let answers: Vec<String> = self.answers.iter().map(ToString::to_string).collect();
+        lines.push(format!("addresses: {}", answers.join(" ")));
+        lines
+    }
+}

@@ -1,0 +1,257 @@
+//! The checked deployment: what [`crate::config::Config::from_toml`] yields once every
+//! reference, address and number has been validated. Sites, services and members are
+//! addressed by dense indices so the runtime [`crate::State`] can be plain vectors.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::geo::Coordinates;
+use crate::name::DomainName;
+use crate::records::StaticRecord;
+
+/// Index of a site in [`Deployment::sites`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SiteId(pub u16);
+
+/// Index of a service in [`Deployment::services`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ServiceId(pub u16);
+
+/// Index of a member in [`Deployment::members`] (members of all services, in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MemberId(pub u32);
+
+/// A whole deployment: the zone, the sites, the services and every component's settings.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub zone: Zone,
+    pub sites: Vec<Site>,
+    pub services: Vec<Service>,
+    pub members: Vec<Member>,
+    pub dns: DnsSettings,
+    pub admin: AdminSettings,
+    pub geoip: GeoipSettings,
+}
+
+impl Deployment {
+    pub fn site(&self, id: SiteId) -> &Site {
+        &self.sites[id.0 as usize]
+    }
+    pub fn service(&self, id: ServiceId) -> &Service {
+        &self.services[id.0 as usize]
+    }
+    pub fn member(&self, id: MemberId) -> &Member {
+        &self.members[id.0 as usize]
+    }
+    pub fn site_by_name(&self, name: &str) -> Option<SiteId> {
+        self.sites
+            .iter()
+            .position(|s| s.name == name)
+            .map(|i| SiteId(i as u16))
+    }
+    pub fn service_by_name(&self, name: &str) -> Option<ServiceId> {
+        self.services
+            .iter()
+            .position(|s| s.name == name)
+            .map(|i| ServiceId(i as u16))
+    }
+    /// The service answering for `fqdn`, if any.
+    pub fn service_by_fqdn(&self, fqdn: &DomainName) -> Option<ServiceId> {
+        self.services
+            .iter()
+            .position(|s| &s.fqdn == fqdn)
+            .map(|i| ServiceId(i as u16))
+    }
+    /// A member by service name and node name.
+    pub fn member_by_name(&self, service: &str, node: &str) -> Option<MemberId> {
+        let service = self.service_by_name(service)?;
+        self.service(service)
+            .members
+            .iter()
+            .copied()
+            .find(|m| self.member(*m).node == node)
+    }
+    pub fn site_ids(&self) -> impl Iterator<Item = SiteId> + use<> {
+        (0..self.sites.len() as u16).map(SiteId)
+    }
+    pub fn service_ids(&self) -> impl Iterator<Item = ServiceId> + use<> {
+        (0..self.services.len() as u16).map(ServiceId)
+    }
+}
+
+/// The authoritative zone.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    pub origin: DomainName,
+    pub ns: Vec<DomainName>,
+    pub ns_ttl: u32,
+    pub soa: Soa,
+    pub records: Vec<StaticRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Soa {
+    pub mname: DomainName,
+    pub rname: DomainName,
+    pub serial: u32,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    pub minimum: u32,
+    pub ttl: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Site {
+    pub name: String,
+    pub location: Option<Coordinates>,
+    pub client_networks: Vec<IpNet>,
+}
+
+/// How a service orders sites for a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// The client's own site, then the nearest by great-circle distance.
+    Topology,
+    /// Lowest measured RTT for the client's prefix; falls back to `topology` without samples.
+    Latency,
+    /// A fixed priority list (`failover_order`), whatever the client.
+    Failover,
+    /// Across all available sites, in proportion to their members' weights.
+    Weighted,
+    /// Across all available sites in turn.
+    RoundRobin,
+    /// The least loaded site; falls back to `topology` until load reports exist.
+    LeastLoad,
+}
+
+impl Policy {
+    pub const NAMES: &'static [&'static str] = &[
+        "topology",
+        "latency",
+        "failover",
+        "weighted",
+        "round-robin",
+        "least-load",
+    ];
+
+    pub fn parse(text: &str) -> Option<Policy> {
+        Some(match text {
+            "topology" => Policy::Topology,
+            "latency" => Policy::Latency,
+            "failover" => Policy::Failover,
+            "weighted" => Policy::Weighted,
+            "round-robin" => Policy::RoundRobin,
+            "least-load" => Policy::LeastLoad,
+            _ => return None,
+        })
+    }
+}
+
+/// What to answer when no site is available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenAllDown {
+    /// Fail open: answer as if every member were healthy (as Route 53 does).
+    AnswerAll,
+    /// Answer NODATA.
+    Nodata,
+}
+
+/// A GSLB service name and how it is answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub fqdn: DomainName,
+    pub policy: Policy,
+    pub ttl: u32,
+    pub max_answers: usize,
+    pub min_healthy: usize,
+    pub when_all_down: WhenAllDown,
+    /// Fill up to `max_answers` from the next available sites.
+    pub spill: bool,
+    /// Site priority for the `failover` policy (sites not listed follow in configuration order).
+    pub failover_order: Vec<SiteId>,
+    /// Site order for clients whose location is unknown (default: configuration order).
+    pub unknown_client_order: Vec<SiteId>,
+    /// A site whose agent has not reported for this long is down for everyone.
+    #[serde(with = "crate::config::duration::serde_millis")]
+    pub stale_after: Duration,
+    /// Health check run by the site agents; without one, members are statically up.
+    pub check: Option<Check>,
+    pub members: Vec<MemberId>,
+}
+
+/// A storage-readiness probe, as the site agent runs it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub kind: CheckKind,
+    #[serde(with = "crate::config::duration::serde_millis")]
+    pub interval: Duration,
+    #[serde(with = "crate::config::duration::serde_millis")]
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub bucket: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    S3,
+    Nfs,
+    Smb,
+    Tcp,
+    Http,
+}
+
+/// One storage node (or VIP) that can be handed out for a service.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    pub id: MemberId,
+    pub service: ServiceId,
+    pub site: SiteId,
+    /// Unique within the service; defaults to the address.
+    pub node: String,
+    pub address: IpAddr,
+    /// Configured share, 1..=1000 (default 100); load feedback scales it.
+    pub weight: u32,
+    pub agent_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsSettings {
+    pub listen: Vec<SocketAddr>,
+    /// UDP receive loops per listen address; 0 = one per CPU.
+    pub udp_workers: usize,
+    pub max_udp_payload: u16,
+    #[serde(with = "crate::config::duration::serde_millis")]
+    pub tcp_idle_timeout: Duration,
+    pub tcp_max_connections: usize,
+    /// Honour EDNS Client Subnet.
+    pub ecs: bool,
+    /// Answer `_explain.<service>` TXT queries with the selection's reasoning.
+    pub debug_queries: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminSettings {
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GeoipSettings {
+    /// A MaxMind DB file; `None` means the embedded test database.
+    pub database: Option<String>,
+    #[serde(with = "crate::config::duration::serde_millis")]
+    pub reload_interval: Duration,
+}

@@ -1,0 +1,502 @@
+//! Answer selection (DESIGN section 4): a pure function of the deployment, the state, the
+//! client's class, the address family and the time. It returns every rotation of the answer
+//! (the DNS front hands them out in turn) and the reasoning behind it.
+
+use serde::Serialize;
+
+use crate::geo::ClientLocation;
+use crate::model::{Deployment, MemberId, Policy, ServiceId, SiteId, WhenAllDown};
+use crate::state::{AdminState, Health, State, Timestamp};
+
+/// Upper bound of answer rotations kept per (service, class, family).
+pub const MAX_VARIANTS: usize = 64;
+
+/// The address family a query asks for (A or AAAA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Family {
+    #[serde(rename = "A")]
+    V4,
+    #[serde(rename = "AAAA")]
+    V6,
+}
+
+/// Where a client is, reduced to what changes answers: the sites ordered nearest first
+/// (`None` when the location is unknown). Clients with equal classes get equal answers, so
+/// answers are precomputed per class.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ClientClass {
+    pub order: Option<Vec<SiteId>>,
+}
+
+/// Orders the sites for a location: its own site first (site networks), then nearest by
+/// great-circle distance; sites without coordinates last, in configuration order.
+pub fn classify(deployment: &Deployment, location: &ClientLocation) -> ClientClass {
+    let local = match location {
+        ClientLocation::SiteNetwork { site } => Some(*site),
+        _ => None,
+    };
+    let origin = location.coordinates(&deployment.sites);
+    if local.is_none() && origin.is_none() {
+        return ClientClass { order: None };
+    }
+    let mut order: Vec<SiteId> = deployment
+        .site_ids()
+        .filter(|s| Some(*s) != local)
+        .collect();
+    if let Some(origin) = origin {
+        order.sort_by(|a, b| {
+            let distance = |s: &SiteId| {
+                deployment
+                    .site(*s)
+                    .location
+                    .map_or(f64::INFINITY, |c| c.distance_km(&origin))
+            };
+            distance(a).total_cmp(&distance(b))
+        });
+    }
+    if let Some(local) = local {
+        order.insert(0, local);
+    }
+    ClientClass { order: Some(order) }
+}
+
+/// Why a member cannot be handed out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "reason", content = "detail")]
+pub enum Ineligible {
+    OtherFamily,
+    Down(String),
+    Unknown,
+    Drained,
+    Maintenance,
+    ForcedDown,
+    SiteDrained,
+    SiteMaintenance,
+    SiteForcedDown,
+    /// The site's agent has not reported within `stale_after` (age in ms, `None` = never).
+    SiteStale(Option<u64>),
+    ZeroWeight,
+}
+
+impl std::fmt::Display for Ineligible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ineligible::OtherFamily => write!(f, "address of the other family"),
+            Ineligible::Down(reason) => write!(f, "down: {reason}"),
+            Ineligible::Unknown => write!(f, "health unknown"),
+            Ineligible::Drained => write!(f, "drained"),
+            Ineligible::Maintenance => write!(f, "in maintenance"),
+            Ineligible::ForcedDown => write!(f, "forced down"),
+            Ineligible::SiteDrained => write!(f, "site drained"),
+            Ineligible::SiteMaintenance => write!(f, "site in maintenance"),
+            Ineligible::SiteForcedDown => write!(f, "site forced down"),
+            Ineligible::SiteStale(Some(age)) => write!(f, "site telemetry stale ({age} ms old)"),
+            Ineligible::SiteStale(None) => write!(f, "site agent never reported"),
+            Ineligible::ZeroWeight => write!(f, "load feedback weight 0"),
+        }
+    }
+}
+
+/// How strictly eligibility is judged: normally, or failing open when nothing is available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strictness {
+    Normal,
+    /// Health and staleness ignored; admin decisions still respected.
+    IgnoreHealth,
+    /// Everything ignored but the address family.
+    IgnoreAll,
+}
+
+/// The effective weight of an eligible member, or why it is not eligible.
+pub fn member_verdict(
+    deployment: &Deployment,
+    state: &State,
+    member: MemberId,
+    family: Family,
+    now: Timestamp,
+) -> Result<u32, Ineligible> {
+    verdict(deployment, state, member, family, now, Strictness::Normal)
+}
+
+fn verdict(
+    deployment: &Deployment,
+    state: &State,
+    id: MemberId,
+    family: Family,
+    now: Timestamp,
+    strictness: Strictness,
+) -> Result<u32, Ineligible> {
+    let member = deployment.member(id);
+    if member.address.is_ipv4() != (family == Family::V4) {
+        return Err(Ineligible::OtherFamily);
+    }
+    let ms = state.member(id);
+    let weight = (member.weight as u64 * ms.weight_percent as u64 / 100) as u32;
+    if strictness == Strictness::IgnoreAll {
+        return Ok(weight.max(1));
+    }
+    let site = state.site(member.site);
+    match site.admin {
+        AdminState::Active => {}
+        AdminState::Drained => return Err(Ineligible::SiteDrained),
+        AdminState::Maintenance => return Err(Ineligible::SiteMaintenance),
+        AdminState::ForcedDown => return Err(Ineligible::SiteForcedDown),
+    }
+    match ms.admin {
+        AdminState::Active => {}
+        AdminState::Drained => return Err(Ineligible::Drained),
+        AdminState::Maintenance => return Err(Ineligible::Maintenance),
+        AdminState::ForcedDown => return Err(Ineligible::ForcedDown),
+    }
+    if strictness == Strictness::IgnoreHealth {
+        return Ok(weight.max(1));
+    }
+    match ms.health {
+        Health::Up => {}
+        Health::Down => return Err(Ineligible::Down(ms.reason.clone())),
+        Health::Unknown => return Err(Ineligible::Unknown),
+    }
+    let service = deployment.service(member.service);
+    if service.check.is_some() && !state.freeze_staleness {
+        let age = site.last_report.map(|t| now.saturating_since(t));
+        if age.is_none_or(|age| age > service.stale_after.as_millis() as u64) {
+            return Err(Ineligible::SiteStale(age));
+        }
+    }
+    if weight == 0 {
+        return Err(Ineligible::ZeroWeight);
+    }
+    Ok(weight)
+}
+
+/// One way to answer: the members in answer order and the site that was chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Variant {
+    pub members: Vec<MemberId>,
+    pub site: Option<SiteId>,
+}
+
+/// How the answer was reached.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The first available site in the order.
+    Site {
+        site: String,
+        spilled_to: Vec<String>,
+    },
+    /// Spread across the available sites (`weighted`, `round-robin`).
+    Spread { sites: Vec<String> },
+    /// No site was available: answered as if members were healthy (`when_all_down`).
+    FailOpen { site: String },
+    /// Nothing to answer.
+    Nodata { why: String },
+}
+
+/// A site as selection saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SiteReport {
+    pub site: String,
+    pub rank: usize,
+    pub distance_km: Option<f64>,
+    pub eligible: usize,
+    pub available: bool,
+    pub members: Vec<MemberReport>,
+}
+
+/// A member as selection saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemberReport {
+    pub node: String,
+    pub address: std::net::IpAddr,
+    pub weight: Option<u32>,
+    pub ineligible: Option<Ineligible>,
+}
+
+/// The reasoning behind a [`Selection`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    pub service: String,
+    pub policy: Policy,
+    pub family: Family,
+    pub location_known: bool,
+    pub order_source: &'static str,
+    pub sites: Vec<SiteReport>,
+    pub outcome: Outcome,
+    pub ttl: u32,
+}
+
+/// Every rotation of the answer, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Selection {
+    pub variants: Vec<Variant>,
+    pub explanation: Explanation,
+}
+
+/// The sites in the order the policy considers them, and what decided that order.
+fn site_order(
+    deployment: &Deployment,
+    service: ServiceId,
+    class: &ClientClass,
+) -> (Vec<SiteId>, &'static str) {
+    let service = deployment.service(service);
+    let with_rest = |first: &[SiteId]| {
+        let mut order = first.to_vec();
+        order.extend(deployment.site_ids().filter(|s| !first.contains(s)));
+        order
+    };
+    match service.policy {
+        Policy::Failover => (with_rest(&service.failover_order), "failover_order"),
+        Policy::Weighted | Policy::RoundRobin => (with_rest(&[]), "configuration order"),
+        Policy::Topology | Policy::Latency | Policy::LeastLoad => match &class.order {
+            Some(order) => (order.clone(), "client's site, then distance"),
+            None if service.unknown_client_order.is_empty() => {
+                (with_rest(&[]), "location unknown: configuration order")
+            }
+            None => (
+                with_rest(&service.unknown_client_order),
+                "location unknown: unknown_client_order",
+            ),
+        },
+    }
+}
+
+/// Selects the answers of `service` for clients of `class` asking for `family` at `now`.
+pub fn select(
+    deployment: &Deployment,
+    state: &State,
+    service_id: ServiceId,
+    family: Family,
+    class: &ClientClass,
+    now: Timestamp,
+) -> Selection {
+    let service = deployment.service(service_id);
+    let (order, order_source) = site_order(deployment, service_id, class);
+    let candidates = |strictness| -> Vec<Vec<(MemberId, u32)>> {
+        order
+            .iter()
+            .map(|site| {
+                let mut eligible: Vec<(MemberId, u32)> = service
+                    .members
+                    .iter()
+                    .filter(|m| deployment.member(**m).site == *site)
+                    .filter_map(|m| {
+                        verdict(deployment, state, *m, family, now, strictness)
+                            .ok()
+                            .map(|w| (*m, w))
+                    })
+                    .collect();
+                eligible.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                eligible
+            })
+            .collect()
+    };
+    let normal = candidates(Strictness::Normal);
+    let sites: Vec<SiteReport> = order
+        .iter()
+        .zip(&normal)
+        .enumerate()
+        .map(|(rank, (site, eligible))| SiteReport {
+            site: deployment.site(*site).name.clone(),
+            rank,
+            distance_km: None,
+            eligible: eligible.len(),
+            available: !eligible.is_empty() && eligible.len() >= service.min_healthy,
+            members: service
+                .members
+                .iter()
+                .filter(|m| deployment.member(**m).site == *site)
+                .map(|m| {
+                    let member = deployment.member(*m);
+                    let v = member_verdict(deployment, state, *m, family, now);
+                    MemberReport {
+                        node: member.node.clone(),
+                        address: member.address,
+                        weight: v.as_ref().ok().copied(),
+                        ineligible: v.err(),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let available: Vec<usize> = (0..order.len()).filter(|i| sites[*i].available).collect();
+    let spread = matches!(service.policy, Policy::Weighted | Policy::RoundRobin);
+    let name = |i: usize| deployment.site(order[i]).name.clone();
+    let (variants, outcome) = if !available.is_empty() {
+        if spread {
+            let variants = spread_variants(
+                service.policy,
+                &order,
+                &normal,
+                &available,
+                service.max_answers,
+            );
+            let outcome = Outcome::Spread {
+                sites: available.iter().map(|i| name(*i)).collect(),
+            };
+            (variants, outcome)
+        } else {
+            let first = available[0];
+            let mut variants = site_variants(order[first], &normal[first], service.max_answers);
+            let mut spilled_to = Vec::new();
+            if service.spill {
+                for &next in &available[1..] {
+                    if variants
+                        .first()
+                        .is_some_and(|v| v.members.len() >= service.max_answers)
+                    {
+                        break;
+                    }
+                    spilled_to.push(name(next));
+                    for variant in &mut variants {
+                        let room = service.max_answers - variant.members.len();
+                        variant
+                            .members
+                            .extend(normal[next].iter().take(room).map(|(m, _)| *m));
+                    }
+                }
+            }
+            (
+                variants,
+                Outcome::Site {
+                    site: name(first),
+                    spilled_to,
+                },
+            )
+        }
+    } else {
+        match service.when_all_down {
+            WhenAllDown::Nodata => (
+                Vec::new(),
+                Outcome::Nodata {
+                    why: "no site is available and when_all_down = nodata".into(),
+                },
+            ),
+            WhenAllDown::AnswerAll => fail_open(&order, service.max_answers, || {
+                [Strictness::IgnoreHealth, Strictness::IgnoreAll]
+                    .into_iter()
+                    .map(&candidates)
+                    .find(|c| c.iter().any(|site| !site.is_empty()))
+            })
+            .map(|(variants, i)| (variants, Outcome::FailOpen { site: name(i) }))
+            .unwrap_or_else(|| {
+                (
+                    Vec::new(),
+                    Outcome::Nodata {
+                        why: format!("no member has an address of this family ({family:?})"),
+                    },
+                )
+            }),
+        }
+    };
+    Selection {
+        variants,
+        explanation: Explanation {
+            service: service.name.clone(),
+            policy: service.policy,
+            family,
+            location_known: class.order.is_some(),
+            order_source,
+            sites,
+            outcome,
+            ttl: service.ttl,
+        },
+    }
+}
+
+fn fail_open(
+    order: &[SiteId],
+    max_answers: usize,
+    candidates: impl FnOnce() -> Option<Vec<Vec<(MemberId, u32)>>>,
+) -> Option<(Vec<Variant>, usize)> {
+    let lists = candidates()?;
+    let first = lists.iter().position(|l| !l.is_empty())?;
+    Some((
+        site_variants(order[first], &lists[first], max_answers),
+        first,
+    ))
+}
+
+/// Rotations of one site's eligible members: the first answer follows the weights (smooth
+/// weighted round robin), the others follow in weight order.
+fn site_variants(site: SiteId, members: &[(MemberId, u32)], max_answers: usize) -> Vec<Variant> {
+    let n = members.len();
+    let k = max_answers.min(n);
+    let weights: Vec<u32> = members.iter().map(|(_, w)| *w).collect();
+    smooth_weighted_sequence(&weights, MAX_VARIANTS)
+        .into_iter()
+        .map(|first| Variant {
+            members: (0..k).map(|j| members[(first + j) % n].0).collect(),
+            site: Some(site),
+        })
+        .collect()
+}
+
+fn spread_variants(
+    policy: Policy,
+    order: &[SiteId],
+    lists: &[Vec<(MemberId, u32)>],
+    available: &[usize],
+    max_answers: usize,
+) -> Vec<Variant> {
+    let weights: Vec<u32> = available
+        .iter()
+        .map(|i| match policy {
+            Policy::Weighted => lists[*i].iter().map(|(_, w)| *w).sum(),
+            _ => 1,
+        })
+        .collect();
+    let per_site: Vec<Vec<Variant>> = available
+        .iter()
+        .map(|i| site_variants(order[*i], &lists[*i], max_answers))
+        .collect();
+    let sequence = smooth_weighted_sequence(&weights, MAX_VARIANTS);
+    let rounds = per_site.iter().map(Vec::len).max().unwrap_or(1);
+    let mut used = vec![0usize; available.len()];
+    let mut variants = Vec::new();
+    'fill: for _ in 0..rounds {
+        for &slot in &sequence {
+            if variants.len() == MAX_VARIANTS {
+                break 'fill;
+            }
+            let rotations = &per_site[slot];
+            variants.push(rotations[used[slot] % rotations.len()].clone());
+            used[slot] += 1;
+        }
+    }
+    variants
+}
+
+/// Smooth weighted round robin (as nginx does it): indices in an order where each appears in
+/// proportion to its weight, evenly interleaved. Weights are scaled so the cycle is at most
+/// `cap` long; every index with a non-zero weight appears at least once.
+pub fn smooth_weighted_sequence(weights: &[u32], cap: usize) -> Vec<usize> {
+    if weights.is_empty() {
+        return Vec::new();
+    }
+    let divisor = weights.iter().copied().fold(0, gcd).max(1);
+    let mut scaled: Vec<u64> = weights.iter().map(|w| (*w / divisor) as u64).collect();
+    let total: u64 = scaled.iter().sum();
+    if total as usize > cap.max(weights.len()) {
+        let budget = cap.max(weights.len()) as u64;
+        scaled = scaled.iter().map(|w| (w * budget / total).max(1)).collect();
+    }
+    let total: i64 = scaled.iter().sum::<u64>() as i64;
+    let mut current = vec![0i64; scaled.len()];
+    let mut sequence = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        for (c, w) in current.iter_mut().zip(&scaled) {
+            *c += *w as i64;
+        }
+        let best = (0..current.len())
+            .max_by(|a, b| current[*a].cmp(&current[*b]).then(b.cmp(a)))
+            .unwrap_or(0);
+        current[best] -= total;
+        sequence.push(best);
+    }
+    sequence
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}

@@ -1,0 +1,149 @@
+//! The runtime state of a deployment: member health, load-feedback weight and admin state,
+//! and per site the time of its agent's last report. Plain values: whoever owns the state
+//! (the DNS node now, the replicated store later) changes it and publishes a new snapshot.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Deployment, MemberId, SiteId};
+
+/// Milliseconds since the Unix epoch, always passed in (the model reads no clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    pub fn saturating_since(self, earlier: Timestamp) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// What the member's site agent last said of it (after rise/fall).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Up,
+    Down,
+    /// No verdict yet.
+    Unknown,
+}
+
+/// What an operator (or the node's own load-feedback agent) decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminState {
+    Active,
+    /// No new answers; existing clients finish.
+    Drained,
+    /// Out for maintenance: no answers.
+    Maintenance,
+    /// Treated as down whatever the probes say.
+    ForcedDown,
+}
+
+/// The dynamic state of one member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberState {
+    pub health: Health,
+    /// Why the health is what it is (probe failure reason, "static", ...).
+    pub reason: String,
+    /// Load-feedback weight in percent of the configured weight (100 = as configured).
+    pub weight_percent: u32,
+    pub admin: AdminState,
+    /// Smoothed probe latency in microseconds, when probes report one.
+    pub latency_us: Option<u32>,
+}
+
+/// The dynamic state of one site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteState {
+    pub admin: AdminState,
+    /// When the site's agent last reported (the store's view); `None` = never.
+    pub last_report: Option<Timestamp>,
+}
+
+/// All dynamic state, indexed like the [`Deployment`] it belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub members: Vec<MemberState>,
+    pub sites: Vec<SiteState>,
+    /// Staleness is frozen (not evaluated) while this is set: a node that lost quorum keeps
+    /// serving its last known good state instead of failing every site.
+    pub freeze_staleness: bool,
+}
+
+impl State {
+    /// The state before any report: members of services without a check are statically up,
+    /// the others unknown.
+    pub fn initial(deployment: &Deployment) -> State {
+        State {
+            members: deployment
+                .members
+                .iter()
+                .map(|m| {
+                    let checked = deployment.service(m.service).check.is_some();
+                    MemberState {
+                        health: if checked { Health::Unknown } else { Health::Up },
+                        reason: if checked {
+                            "no report yet"
+                        } else {
+                            "static (no check configured)"
+                        }
+                        .into(),
+                        weight_percent: 100,
+                        admin: AdminState::Active,
+                        latency_us: None,
+                    }
+                })
+                .collect(),
+            sites: deployment
+                .sites
+                .iter()
+                .map(|_| SiteState {
+                    admin: AdminState::Active,
+                    last_report: None,
+                })
+                .collect(),
+            freeze_staleness: false,
+        }
+    }
+
+    pub fn member(&self, id: MemberId) -> &MemberState {
+        &self.members[id.0 as usize]
+    }
+    pub fn member_mut(&mut self, id: MemberId) -> &mut MemberState {
+        &mut self.members[id.0 as usize]
+    }
+    pub fn site(&self, id: SiteId) -> &SiteState {
+        &self.sites[id.0 as usize]
+    }
+    pub fn site_mut(&mut self, id: SiteId) -> &mut SiteState {
+        &mut self.sites[id.0 as usize]
+    }
+
+    /// Sets the admin state of a member, a site, or every member of a service.
+    pub fn apply_admin(
+        &mut self,
+        deployment: &Deployment,
+        target: &AdminTarget,
+        admin: AdminState,
+    ) {
+        match target {
+            AdminTarget::Member(id) => self.member_mut(*id).admin = admin,
+            AdminTarget::Site(id) => self.site_mut(*id).admin = admin,
+            AdminTarget::Service(id) => {
+                for member in &deployment.service(*id).members {
+                    self.member_mut(*member).admin = admin;
+                }
+            }
+        }
+    }
+}
+
+/// What an admin action applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "lowercase")]
+pub enum AdminTarget {
+    Member(MemberId),
+    Site(SiteId),
+    Service(crate::model::ServiceId),
+}

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -182,8 +183,7 @@ async fn explain(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let snapshot = ctx.control.snapshot();
     let deployment = &snapshot.deployment;
-    let name = DomainName::parse(&params.name, Some(&deployment.zone.origin))
-        .map_err(|e| ApiError::BadRequest(format!("name {:?}: {e}", params.name)))?;
+    let name = parse_name(&params.name, &deployment.zone.origin)?;
     let service = deployment
         .service_by_fqdn(&name)
         .ok_or_else(|| ApiError::NotFound(format!("{name} is not a GSLB service name")))?;
@@ -239,6 +239,22 @@ async fn explain(
     })))
 }
 
+/// A name as an operator types it: absolute with or without the final dot, or relative to
+/// the zone (`s3`).
+fn parse_name(text: &str, origin: &DomainName) -> Result<DomainName, ApiError> {
+    let bare_origin = origin.as_str().trim_end_matches('.');
+    let lowered = text.to_ascii_lowercase();
+    let absolute = lowered.ends_with('.')
+        || lowered == bare_origin
+        || lowered.ends_with(&format!(".{bare_origin}"));
+    let parsed = if absolute && !lowered.ends_with('.') {
+        DomainName::parse(&format!("{lowered}."), None)
+    } else {
+        DomainName::parse(&lowered, Some(origin))
+    };
+    parsed.map_err(|e| ApiError::BadRequest(format!("name {text:?}: {e}")))
+}
+
 async fn history(AxumState(ctx): AxumState<AdminContext>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "changes": ctx.control.history() }))
 }
@@ -275,10 +291,18 @@ fn apply(
     ctx: &AdminContext,
     target: AdminTarget,
     action: &str,
-    body: Option<Json<Reason>>,
+    body: &[u8],
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let admin = parse_action(action)?;
-    let reason = body.map(|Json(r)| r).unwrap_or_default();
+    let reason: Reason = if body.iter().all(u8::is_ascii_whitespace) {
+        Reason::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "body: expected {{\"who\": ..., \"why\": ...}}: {e}"
+            ))
+        })?
+    };
     let who = reason.who.unwrap_or_else(|| "admin-api".into());
     let why = reason.why.unwrap_or_default();
     ctx.control.admin(target, admin, &who, &why, now());
@@ -293,38 +317,38 @@ fn apply(
 async fn member_action(
     AxumState(ctx): AxumState<AdminContext>,
     Path((service, node, action)): Path<(String, String, String)>,
-    body: Option<Json<Reason>>,
+    body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let member = ctx
         .control
         .deployment()
         .member_by_name(&service, &node)
         .ok_or_else(|| ApiError::NotFound(format!("no member {node:?} in service {service:?}")))?;
-    apply(&ctx, AdminTarget::Member(member), &action, body)
+    apply(&ctx, AdminTarget::Member(member), &action, &body)
 }
 
 async fn site_action(
     AxumState(ctx): AxumState<AdminContext>,
     Path((site, action)): Path<(String, String)>,
-    body: Option<Json<Reason>>,
+    body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = ctx
         .control
         .deployment()
         .site_by_name(&site)
         .ok_or_else(|| ApiError::NotFound(format!("no site {site:?}")))?;
-    apply(&ctx, AdminTarget::Site(id), &action, body)
+    apply(&ctx, AdminTarget::Site(id), &action, &body)
 }
 
 async fn service_action(
     AxumState(ctx): AxumState<AdminContext>,
     Path((service, action)): Path<(String, String)>,
-    body: Option<Json<Reason>>,
+    body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = ctx
         .control
         .deployment()
         .service_by_name(&service)
         .ok_or_else(|| ApiError::NotFound(format!("no service {service:?}")))?;
-    apply(&ctx, AdminTarget::Service(id), &action, body)
+    apply(&ctx, AdminTarget::Service(id), &action, &body)
 }

@@ -1,5 +1,6 @@
 //! `gslb-dns`: run Portico's authoritative GSLB DNS node. With no arguments it serves the
 //! embedded default configuration on 127.0.0.1:5353 and [::1]:5353.
+#![allow(clippy::print_stdout)] // a command-line program: stdout is its output
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,1 +1,366 @@
-//! placeholder
+//! Harness for Portico's end-to-end tests: start the real binaries on loopback with
+//! ephemeral ports and temporary directories, drive them with real clients (`dig`, `kdig`,
+//! `unbound`), and clean up after themselves.
+//!
+//! What it is not: a mock of anything. Binaries come from `target/<profile>/` (the test
+//! command builds them first with `cargo build --workspace --bins`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Retries an assertion until it holds or `timeout` passes (for asynchronous effects).
+#[macro_export]
+macro_rules! assert_eventually {
+    ($timeout:expr, $cond:expr, $($msg:tt)+) => {{
+        let deadline = std::time::Instant::now() + $timeout;
+        loop {
+            if $cond {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!($($msg)+);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }};
+}
+
+/// Path of a workspace binary built next to this test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/..");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// The workspace root (for checked-in files such as the test GeoIP database).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// A fresh temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "portico-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).expect("write temp file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port that was free a moment ago on `ip` (for programs that cannot report the port
+/// they bound, such as unbound).
+pub fn free_port(ip: &str) -> u16 {
+    let udp = UdpSocket::bind((ip, 0)).expect("bind an ephemeral UDP port");
+    let port = udp.local_addr().expect("local addr").port();
+    // The TCP side must be free too.
+    match std::net::TcpListener::bind((ip, port)) {
+        Ok(_) => port,
+        Err(_) => free_port(ip),
+    }
+}
+
+/// A running `gslb-dns` process, killed on drop.
+#[derive(Debug)]
+pub struct DnsNode {
+    child: Child,
+    pub dns: SocketAddr,
+    pub dns_v6: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub dir: TempDir,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl DnsNode {
+    /// Starts `gslb-dns` on `config` (TOML text) listening on 127.0.0.1:0 (and [::1]:0 when
+    /// `ipv6`), with the admin API on 127.0.0.1:0; waits for its banner.
+    pub fn start(config: &str, ipv6: bool) -> DnsNode {
+        let dir = TempDir::new("dns");
+        let path = dir.write("portico.toml", config);
+        let mut command = Command::new(binary("gslb-dns"));
+        command.arg("--config").arg(&path).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ]);
+        if ipv6 {
+            command.args(["--listen", "[::1]:0"]);
+        }
+        Self::spawn(command, dir)
+    }
+
+    /// Starts `gslb-dns` with no configuration file (the embedded default) on ephemeral ports.
+    pub fn start_default() -> DnsNode {
+        let dir = TempDir::new("dns");
+        let mut command = Command::new(binary("gslb-dns"));
+        command.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "[::1]:0",
+            "--admin",
+            "127.0.0.1:0",
+        ]);
+        Self::spawn(command, dir)
+    }
+
+    fn spawn(mut command: Command, dir: TempDir) -> DnsNode {
+        let mut child = command
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start gslb-dns");
+        let stderr = forward_lines(child.stderr.take().expect("stderr"));
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut dns = Vec::new();
+        let mut admin = None;
+        for line in &mut stdout {
+            let line = line.expect("read banner");
+            if let Some(rest) = line.strip_prefix("gslb-dns: authoritative for ") {
+                let list = rest.split(" on ").nth(1).expect("addresses");
+                let list = list.trim_end_matches(" (UDP and TCP)");
+                dns = list
+                    .split(", ")
+                    .map(|a| a.parse().expect("address"))
+                    .collect();
+            }
+            if let Some(rest) = line.strip_prefix("admin API: http://") {
+                admin = Some(
+                    rest.split('/')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .expect("admin address"),
+                );
+            }
+            if line.starts_with("try:") {
+                break;
+            }
+        }
+        if dns.is_empty() {
+            let _ = child.kill();
+            let errors: Vec<String> = stderr.try_iter().collect();
+            panic!("gslb-dns did not start:\n{}", errors.join("\n"));
+        }
+        // Keep reading so the pipe never fills.
+        std::thread::spawn(move || stdout.for_each(drop));
+        DnsNode {
+            child,
+            dns: dns[0],
+            dns_v6: dns.iter().copied().find(SocketAddr::is_ipv6),
+            admin,
+            dir,
+            stderr,
+        }
+    }
+
+    /// `dig @node -p port <args> +time=2 +tries=1`.
+    pub fn dig(&self, args: &[&str]) -> String {
+        dig_at(self.dns, args)
+    }
+
+    /// Short answers (`+short`) of `dig`.
+    pub fn short(&self, args: &[&str]) -> Vec<String> {
+        let mut all = vec!["+short"];
+        all.extend_from_slice(args);
+        let mut lines: Vec<String> = self.dig(&all).lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    }
+
+    /// An HTTP request to the admin API; returns (status, body).
+    pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        http(self.admin.expect("admin API enabled"), method, path, body)
+    }
+
+    /// Lines the node logged so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for DnsNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Forwards a child's stream line by line into a channel (so its pipe never fills).
+fn forward_lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Runs `dig` against `server` and returns its standard output.
+pub fn dig_at(server: SocketAddr, args: &[&str]) -> String {
+    let output = run(Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "+time=2", "+tries=1"])
+        .args(args));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs `kdig` against `server` and returns its standard output.
+pub fn kdig_at(server: SocketAddr, args: &[&str]) -> String {
+    let output = run(Command::new("kdig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "+time=2", "+retry=0"])
+        .args(args));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs a command, panicking with a clear message when the tool is missing.
+pub fn run(command: &mut Command) -> Output {
+    command.output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run {:?}: {e} (the README's test command installs dnsutils, knot-dnsutils and unbound)",
+            command.get_program()
+        )
+    })
+}
+
+/// The status line's value of `dig` output (`NOERROR`, `NXDOMAIN`, ...).
+pub fn status(dig_output: &str) -> &str {
+    dig_output
+        .split("status: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or("NO REPLY")
+}
+
+/// The flags of `dig` output's header line, e.g. `["qr", "aa", "rd"]`.
+pub fn flags(dig_output: &str) -> Vec<String> {
+    dig_output
+        .lines()
+        .find(|l| l.starts_with(";; flags:"))
+        .map(|l| {
+            l.trim_start_matches(";; flags:")
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Sends one raw UDP packet and returns the reply, if one comes within `wait`.
+pub fn udp_exchange(server: SocketAddr, packet: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let bind = if server.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
+    let socket = UdpSocket::bind(bind).expect("bind client socket");
+    socket.set_read_timeout(Some(wait)).expect("timeout");
+    socket.send_to(packet, server).expect("send");
+    let mut buf = [0u8; 65535];
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        match socket.recv_from(&mut buf) {
+            Ok((len, from)) if from == server => return Some(buf[..len].to_vec()),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// A minimal HTTP/1.1 client (one request per connection) for the admin API.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the admin API");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, mut payload) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let owned;
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        owned = dechunk(payload);
+        payload = &owned;
+    }
+    (status, payload.to_owned())
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}

@@ -14,6 +14,8 @@ use crate::state::{State, Timestamp};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Explain {
     pub location: ClientLocation,
+    /// The site whose client networks hold the client, if any.
+    pub client_site: Option<String>,
     /// The answer as the next query would get it (the first rotation).
     pub answers: Vec<IpAddr>,
     /// How many rotations the answer has.
@@ -55,6 +57,10 @@ pub fn explain(
         })
         .unwrap_or_default();
     Explain {
+        client_site: match location {
+            ClientLocation::SiteNetwork { site } => Some(deployment.site(*site).name.clone()),
+            _ => None,
+        },
         location: location.clone(),
         answers,
         rotations: selection.variants.len(),
@@ -67,7 +73,10 @@ impl Explain {
     pub fn summary_lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
         lines.push(match &self.location {
-            ClientLocation::SiteNetwork { .. } => "client: in a site client network".to_owned(),
+            ClientLocation::SiteNetwork { .. } => format!(
+                "client: in a client network of site {}",
+                self.client_site.as_deref().unwrap_or("?")
+            ),
             ClientLocation::Geoip { location } => format!(
                 "client: geoip {}/{} {}",
                 location.continent.as_deref().unwrap_or("?"),
@@ -77,8 +86,9 @@ impl Explain {
             ClientLocation::Unknown => "client: location unknown".to_owned(),
         });
         lines.push(format!(
-            "policy {:?}, order by {}",
-            self.explanation.policy, self.explanation.order_source
+            "policy {}, order by {}",
+            self.explanation.policy.name(),
+            self.explanation.order_source
         ));
         for site in &self.explanation.sites {
             let skipped: Vec<String> = site

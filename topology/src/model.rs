@@ -142,6 +142,11 @@ impl Policy {
         "least-load",
     ];
 
+    /// The name as written in the configuration.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
     pub fn parse(text: &str) -> Option<Policy> {
         Some(match text {
             "topology" => Policy::Topology,

@@ -105,20 +105,20 @@ impl<T> Default for IntervalMap<T> {
 impl<T: Copy + Eq> IntervalMap<T> {
     fn assign(&mut self, lo: u128, hi: u128, value: T) {
         // A range starting before `lo` that reaches into it is cut at `lo`, keeping its tail.
-        if let Some((&start, &(end, old))) = self.ranges.range(..lo).next_back() {
-            if end >= lo {
-                self.ranges.insert(start, (lo - 1, old));
-                if end > hi {
-                    self.ranges.insert(hi + 1, (end, old));
-                }
+        if let Some((&start, &(end, old))) = self.ranges.range(..lo).next_back()
+            && end >= lo
+        {
+            self.ranges.insert(start, (lo - 1, old));
+            if end > hi {
+                self.ranges.insert(hi + 1, (end, old));
             }
         }
         let inside: Vec<u128> = self.ranges.range(lo..=hi).map(|(s, _)| *s).collect();
         for start in inside {
-            if let Some((end, old)) = self.ranges.remove(&start) {
-                if end > hi {
-                    self.ranges.insert(hi + 1, (end, old));
-                }
+            if let Some((end, old)) = self.ranges.remove(&start)
+                && end > hi
+            {
+                self.ranges.insert(hi + 1, (end, old));
             }
         }
         self.ranges.insert(lo, (hi, value));
@@ -168,11 +168,12 @@ fn push_merged<T: Eq>(
     hi: u128,
     value: Option<T>,
 ) {
-    if let Some(last) = merged.last_mut() {
-        if last.2 == value && last.1.checked_add(1) == Some(lo) {
-            last.1 = hi;
-            return;
-        }
+    if let Some(last) = merged.last_mut()
+        && last.2 == value
+        && last.1.checked_add(1) == Some(lo)
+    {
+        last.1 = hi;
+        return;
     }
     merged.push((lo, hi, value));
 }

@@ -131,7 +131,7 @@ fn verdict(
         return Err(Ineligible::OtherFamily);
     }
     let ms = state.member(id);
-    let weight = (member.weight as u64 * ms.weight_percent as u64 / 100) as u32;
+    let weight = effective_weight(member.weight, ms.weight_percent);
     if strictness == Strictness::IgnoreAll {
         return Ok(weight.max(1));
     }
@@ -167,6 +167,18 @@ fn verdict(
         return Err(Ineligible::ZeroWeight);
     }
     Ok(weight)
+}
+
+/// The configured weight scaled by load feedback. Only 0 % takes a member out: any other
+/// percentage leaves at least 1, so a small weight (say 1 at 50 %) does not round down to
+/// "load feedback weight 0"; huge percentages saturate instead of wrapping.
+fn effective_weight(weight: u32, percent: u32) -> u32 {
+    if percent == 0 {
+        return 0;
+    }
+    u32::try_from(u64::from(weight) * u64::from(percent) / 100)
+        .unwrap_or(u32::MAX)
+        .max(1)
 }
 
 /// One way to answer: the members in answer order and the site that was chosen.
@@ -348,11 +360,14 @@ pub fn select(
                         break;
                     }
                     spilled_to.push(name(next));
-                    for variant in &mut variants {
+                    // The spilled members rotate too, so no one node of the next site takes
+                    // all the spilled load.
+                    let extra = normal[next].len();
+                    for (i, variant) in variants.iter_mut().enumerate() {
                         let room = service.max_answers - variant.members.len();
                         variant
                             .members
-                            .extend(normal[next].iter().take(room).map(|(m, _)| *m));
+                            .extend((0..room.min(extra)).map(|j| normal[next][(i + j) % extra].0));
                     }
                 }
             }
@@ -372,11 +387,17 @@ pub fn select(
                     why: "no site is available and when_all_down = nodata".into(),
                 },
             ),
+            // Fail open in steps: eligible members of sites below min_healthy first (a
+            // healthy member beats one known to be down), then health ignored, then all.
             WhenAllDown::AnswerAll => fail_open(&order, service.max_answers, || {
-                [Strictness::IgnoreHealth, Strictness::IgnoreAll]
-                    .into_iter()
-                    .map(&candidates)
-                    .find(|c| c.iter().any(|site| !site.is_empty()))
+                [
+                    Strictness::Normal,
+                    Strictness::IgnoreHealth,
+                    Strictness::IgnoreAll,
+                ]
+                .into_iter()
+                .map(&candidates)
+                .find(|c| c.iter().any(|site| !site.is_empty()))
             })
             .map(|(variants, i)| (variants, Outcome::FailOpen { site: name(i) }))
             .unwrap_or_else(|| {
@@ -442,7 +463,9 @@ fn spread_variants(
     let weights: Vec<u32> = available
         .iter()
         .map(|i| match policy {
-            Policy::Weighted => lists[*i].iter().map(|(_, w)| *w).sum(),
+            Policy::Weighted => lists[*i]
+                .iter()
+                .fold(0u32, |sum, (_, w)| sum.saturating_add(*w)),
             _ => 1,
         })
         .collect();
@@ -469,17 +492,31 @@ fn spread_variants(
 
 /// Smooth weighted round robin (as nginx does it): indices in an order where each appears in
 /// proportion to its weight, evenly interleaved. Weights are scaled so the cycle is at most
-/// `cap` long; every index with a non-zero weight appears at least once.
+/// `cap` long (or as long as the number of non-zero weights, if that is more); every index
+/// with a non-zero weight appears at least once, an index with weight 0 never.
 pub fn smooth_weighted_sequence(weights: &[u32], cap: usize) -> Vec<usize> {
     if weights.is_empty() {
         return Vec::new();
     }
     let divisor = weights.iter().copied().fold(0, gcd).max(1);
-    let mut scaled: Vec<u64> = weights.iter().map(|w| (*w / divisor) as u64).collect();
+    let mut scaled: Vec<u64> = weights.iter().map(|w| u64::from(*w / divisor)).collect();
     let total: u64 = scaled.iter().sum();
-    if total as usize > cap.max(weights.len()) {
-        let budget = cap.max(weights.len()) as u64;
-        scaled = scaled.iter().map(|w| (w * budget / total).max(1)).collect();
+    let budget = cap.max(scaled.iter().filter(|w| **w > 0).count()) as u64;
+    if total > budget {
+        scaled = scaled
+            .iter()
+            .map(|w| match *w {
+                0 => 0,
+                w => ((u128::from(w) * u128::from(budget) / u128::from(total)) as u64).max(1),
+            })
+            .collect();
+        // Raising small weights to 1 may overshoot the budget: take it from the largest.
+        let mut sum: u64 = scaled.iter().sum();
+        while sum > budget {
+            let largest = (0..scaled.len()).max_by_key(|i| scaled[*i]).unwrap_or(0);
+            scaled[largest] -= 1;
+            sum -= 1;
+        }
     }
     let total: i64 = scaled.iter().sum::<u64>() as i64;
     let mut current = vec![0i64; scaled.len()];

@@ -2,6 +2,7 @@
 //!
 //! Usage: `cargo run -p geoip-data --bin make-test-mmdb [PATH]` from the workspace root;
 //! `PATH` defaults to `geoip-data/test-data/test-city.mmdb`, the checked-in copy.
+#![allow(clippy::print_stdout)] // a command-line program: stdout is its output
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -60,7 +60,7 @@ pub fn respond(
                 reply_flags(flags, false),
                 &packet[HEADER_LEN..HEADER_LEN + question_len],
             );
-            let opt = edns.then(|| Opt {
+            let opt = edns.then_some(Opt {
                 payload: settings.max_udp_payload,
                 rcode,
                 dnssec_ok: false,
@@ -447,3 +447,6 @@ fn write_opt(opt: &Opt, out: &mut Vec<u8>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -100,10 +100,10 @@ fn serve(
         );
         rotation = rotation.wrapping_add(1);
         shard.record(&outcome, false);
-        if outcome.reply {
-            if let Err(e) = socket.send_to(&reply, peer) {
-                tracing::debug!(error = %e, %peer, "UDP send failed");
-            }
+        if outcome.reply
+            && let Err(e) = socket.send_to(&reply, peer)
+        {
+            tracing::debug!(error = %e, %peer, "UDP send failed");
         }
     }
 }

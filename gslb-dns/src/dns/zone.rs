@@ -185,10 +185,10 @@ impl ZoneData {
             rr_tail(*rtype, *ttl, rdata, &mut set.tails);
         }
         for record in &zone.records {
-            if let RecordData::Cname { target } = &record.data {
-                if let Some(node) = nodes.get_mut(&key(&record.owner)) {
-                    node.cname_target = Some(target.to_wire());
-                }
+            if let RecordData::Cname { target } = &record.data
+                && let Some(node) = nodes.get_mut(&key(&record.owner))
+            {
+                node.cname_target = Some(target.to_wire());
             }
         }
         for id in deployment.service_ids() {

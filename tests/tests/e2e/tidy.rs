@@ -1,0 +1,108 @@
+//! Repository checks, as ordinary tests: the architecture document names every crate, and
+//! `topology` stays free of I/O dependencies.
+
+use tests::workspace_root;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(workspace_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn workspace_members() -> Vec<String> {
+    let manifest = read("Cargo.toml");
+    let members = manifest
+        .split("members = [")
+        .nth(1)
+        .expect("members")
+        .split(']')
+        .next()
+        .unwrap();
+    members
+        .split(',')
+        .map(|m| m.trim().trim_matches('"').to_owned())
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+#[test]
+fn architecture_names_every_crate() {
+    let architecture = read("docs/ARCHITECTURE.md");
+    for member in workspace_members() {
+        let name = member.rsplit('/').next().unwrap();
+        assert!(
+            architecture.contains(&format!("`{name}`")),
+            "docs/ARCHITECTURE.md does not name the crate `{name}`"
+        );
+    }
+}
+
+#[test]
+fn topology_has_no_io_dependencies() {
+    let manifest = read("topology/Cargo.toml");
+    let dependencies = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap();
+    let allowed = ["ipnet", "serde", "thiserror", "toml"];
+    for line in dependencies.lines().filter(|l| l.contains('=')) {
+        let name = line.split('=').next().unwrap().trim();
+        assert!(
+            allowed.contains(&name),
+            "topology must not depend on {name:?} (no I/O, no clock: DESIGN section 2)"
+        );
+    }
+    for file in walk(&workspace_root().join("topology/src")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for forbidden in [
+            "std::fs",
+            "std::net::TcpStream",
+            "std::net::UdpSocket",
+            "SystemTime::now",
+            "Instant::now",
+            "tokio",
+        ] {
+            assert!(
+                !text.contains(forbidden),
+                "{} uses {forbidden}",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn hickory_stays_in_the_dns_adapter() {
+    for file in walk(&workspace_root().join("gslb-dns/src")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let in_adapter = file.components().any(|c| c.as_os_str() == "dns");
+        assert!(
+            in_adapter || !text.contains("hickory_proto"),
+            "{} uses hickory outside dns/",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn default_config_is_checked_in_verbatim() {
+    assert_eq!(
+        read("docs/examples/portico.toml"),
+        read("topology/src/config/default.toml"),
+        "docs/examples/portico.toml must equal the embedded default"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}

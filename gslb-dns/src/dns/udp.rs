@@ -1,15 +1,19 @@
 //! UDP: one blocking receive loop per worker thread, each on its own `SO_REUSEPORT` socket
-//! so the kernel spreads queries over them with no lock between workers. A worker loads the
-//! current snapshot per packet and never allocates on the way (its buffers are reused).
+//! so the kernel spreads queries over them with no lock between workers. A worker takes up
+//! to [`BATCH`] datagrams per `recvmmsg` and replies with one `sendmmsg` (nix's safe
+//! wrappers: no unsafe code here), loads the snapshot once per batch, and reuses its buffers.
 
-use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{Transport, respond};
@@ -62,48 +66,108 @@ pub fn spawn(
     Ok((bound, threads))
 }
 
+/// Datagrams taken from the socket in one `recvmmsg` and answered in one `sendmmsg`.
+const BATCH: usize = 32;
+/// The largest query we read (a query is one question and an OPT record: far below this).
+const MAX_QUERY: usize = 4096;
+
+/// The IP address of a datagram's sender.
+fn peer_ip(address: &SockaddrStorage) -> Option<IpAddr> {
+    if let Some(v4) = address.as_sockaddr_in() {
+        return Some(IpAddr::V4(v4.ip()));
+    }
+    address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+}
+
+/// One worker: receive a batch (blocking for the first datagram only), answer each from the
+/// current snapshot, send the replies in one call.
 fn serve(
     socket: UdpSocket,
     published: Arc<ArcSwap<Snapshot>>,
     shard: Arc<crate::metrics::Shard>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut packet = [0u8; 4096];
-    let mut reply = Vec::with_capacity(4096);
+    let fd = socket.as_raw_fd();
+    let mut packets = vec![[0u8; MAX_QUERY]; BATCH];
+    let mut replies: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(MAX_QUERY)).collect();
+    let mut received: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
+    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut destinations: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
+    let mut answered: Vec<usize> = Vec::with_capacity(BATCH);
     let mut rotation = 0u32;
     while !stop.load(Ordering::Relaxed) {
-        let (len, peer) = match socket.recv_from(&mut packet) {
-            Ok(received) => received,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "UDP receive failed");
-                continue;
-            }
-        };
-        let snapshot = published.load();
-        let outcome = respond(
-            &snapshot,
-            &packet[..len],
-            peer.ip(),
-            Transport::Udp,
-            rotation,
-            &mut reply,
-        );
-        rotation = rotation.wrapping_add(1);
-        shard.record(&outcome, false);
-        if outcome.reply
-            && let Err(e) = socket.send_to(&reply, peer)
+        received.clear();
         {
-            tracing::debug!(error = %e, %peer, "UDP send failed");
+            let mut buffers: Vec<[IoSliceMut<'_>; 1]> =
+                packets.iter_mut().map(|p| [IoSliceMut::new(p)]).collect();
+            match recvmmsg(
+                fd,
+                &mut recv_headers,
+                buffers.iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            ) {
+                Ok(messages) => received.extend(messages.map(|m| (m.bytes, m.address))),
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "UDP receive failed");
+                    continue;
+                }
+            }
+        }
+        destinations.clear();
+        answered.clear();
+        {
+            let snapshot = published.load();
+            for (i, (len, address)) in received.iter().enumerate() {
+                let Some(peer) = address.as_ref().and_then(peer_ip) else {
+                    continue;
+                };
+                let outcome = respond(
+                    &snapshot,
+                    &packets[i][..*len],
+                    peer,
+                    Transport::Udp,
+                    rotation,
+                    &mut replies[i],
+                );
+                rotation = rotation.wrapping_add(1);
+                shard.record(&outcome, false);
+                if outcome.reply {
+                    answered.push(i);
+                    destinations.push(*address);
+                }
+            }
+        }
+        let mut sent = 0;
+        while sent < answered.len() {
+            let slices: Vec<[IoSlice<'_>; 1]> = answered[sent..]
+                .iter()
+                .map(|i| [IoSlice::new(&replies[*i])])
+                .collect();
+            match sendmmsg(
+                fd,
+                &mut send_headers,
+                &slices,
+                &destinations[sent..],
+                [],
+                MsgFlags::empty(),
+            ) {
+                Ok(results) => {
+                    let count = results.count();
+                    if count == 0 {
+                        break;
+                    }
+                    sent += count;
+                }
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    // One unreachable client must not cost the others their replies.
+                    tracing::debug!(error = %e, "UDP send failed");
+                    sent += 1;
+                }
+            }
         }
     }
 }

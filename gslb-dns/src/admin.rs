@@ -116,11 +116,7 @@ async fn state(AxumState(ctx): AxumState<AdminContext>) -> Json<serde_json::Valu
                 .map(|id| {
                     let member = deployment.member(*id);
                     let ms = snapshot.state.member(*id);
-                    let family = if member.address.is_ipv4() {
-                        Family::V4
-                    } else {
-                        Family::V6
-                    };
+                    let family = Family::of(&member.address);
                     let verdict = topology::select::member_verdict(
                         deployment,
                         &snapshot.state,

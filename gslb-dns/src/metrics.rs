@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use topology::Deployment;
+use topology::{Deployment, Family};
 
 use crate::dns::Outcome;
 use crate::snapshot::Snapshot;
@@ -134,13 +134,8 @@ impl Metrics {
     /// The Prometheus text exposition of the counters and of `snapshot`'s state.
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let deployment = &snapshot.deployment;
-        let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            name.to_owned()
-        };
-        let mut lines = Vec::new();
-        let name = family(
+        let mut out = Exposition::default();
+        out.family(
             "portico_dns_queries_total",
             "counter",
             "DNS queries answered, by response code.",
@@ -148,11 +143,10 @@ impl Metrics {
         for (i, rcode) in RCODE_NAMES.iter().enumerate() {
             let value = self.sum(i);
             if value > 0 || i <= 5 {
-                lines.push(format!("{name}{{rcode=\"{rcode}\"}} {value}"));
+                out.sample("portico_dns_queries_total", &[("rcode", rcode)], value);
             }
         }
-        let _ = writeln!(out, "{}", lines.join("\n"));
-        let simple = [
+        for (name, help, index) in [
             (
                 "portico_dns_dropped_total",
                 "Packets given no reply (responses, runts).",
@@ -168,114 +162,132 @@ impl Metrics {
                 "Queries received over TCP.",
                 TCP,
             ),
-        ];
-        for (name, help, index) in simple {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                self.sum(index)
-            );
+        ] {
+            out.family(name, "counter", help);
+            out.sample(name, &[], self.sum(index));
         }
-        let _ = writeln!(
-            out,
-            "# HELP portico_dns_service_queries_total Queries for GSLB service names.\n# TYPE portico_dns_service_queries_total counter"
+        out.family(
+            "portico_dns_service_queries_total",
+            "counter",
+            "Queries for GSLB service names.",
         );
         for (i, service) in deployment.services.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "portico_dns_service_queries_total{{service=\"{}\"}} {}",
-                service.name,
-                self.sum(FIXED + i)
+            out.sample(
+                "portico_dns_service_queries_total",
+                &[("service", &service.name)],
+                self.sum(FIXED + i),
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP portico_dns_answers_total Service answers, by the site they send clients to.\n# TYPE portico_dns_answers_total counter"
+        out.family(
+            "portico_dns_answers_total",
+            "counter",
+            "Service answers, by the site they send clients to.",
         );
         for (i, service) in deployment.services.iter().enumerate() {
             for (j, site) in deployment.sites.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "portico_dns_answers_total{{service=\"{}\",site=\"{}\"}} {}",
-                    service.name,
-                    site.name,
-                    self.sum(FIXED + self.services + i * self.sites + j)
+                let value = self.sum(FIXED + self.services + i * self.sites + j);
+                out.sample(
+                    "portico_dns_answers_total",
+                    &[("service", &service.name), ("site", &site.name)],
+                    value,
                 );
             }
         }
         render_state(&mut out, snapshot);
-        let _ = writeln!(
-            out,
-            "# HELP portico_geoip_reloads_total GeoIP database reloads.\n# TYPE portico_geoip_reloads_total counter\nportico_geoip_reloads_total {}",
-            self.geoip_reloads.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP portico_geoip_reload_errors_total GeoIP database files that failed to load (the old one stays).\n# TYPE portico_geoip_reload_errors_total counter\nportico_geoip_reload_errors_total {}",
-            self.geoip_reload_errors.load(Ordering::Relaxed)
-        );
-        out
+        for (name, help, counter) in [
+            (
+                "portico_geoip_reloads_total",
+                "GeoIP database reloads.",
+                &self.geoip_reloads,
+            ),
+            (
+                "portico_geoip_reload_errors_total",
+                "GeoIP database files that failed to load (the old one stays).",
+                &self.geoip_reload_errors,
+            ),
+        ] {
+            out.family(name, "counter", help);
+            out.sample(name, &[], counter.load(Ordering::Relaxed));
+        }
+        out.0
     }
 }
 
-fn render_state(out: &mut String, snapshot: &Snapshot) {
+/// Prometheus text format, written line by line.
+#[derive(Default)]
+struct Exposition(String);
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            let _ = write!(self.0, "{{{}}}", pairs.join(","));
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+/// A per-member 0/1 gauge.
+type MemberGauge<'a> = dyn Fn(&topology::Member) -> bool + 'a;
+
+fn render_state(out: &mut Exposition, snapshot: &Snapshot) {
     let deployment = &snapshot.deployment;
     let state = &snapshot.state;
-    let _ = writeln!(
-        out,
-        "# HELP portico_member_up Member health as last reported (1 up, 0 down or unknown).\n# TYPE portico_member_up gauge"
-    );
-    for member in &deployment.members {
-        let up = state.member(member.id).health == topology::Health::Up;
-        let _ = writeln!(
-            out,
-            "portico_member_up{{service=\"{}\",site=\"{}\",node=\"{}\"}} {}",
-            deployment.service(member.service).name,
-            deployment.site(member.site).name,
-            member.node,
-            u8::from(up)
-        );
+    let member_gauges: [(&str, &str, &MemberGauge<'_>); 2] = [
+        (
+            "portico_member_up",
+            "Member health as last reported (1 up, 0 down or unknown).",
+            &|m| state.member(m.id).health == topology::Health::Up,
+        ),
+        (
+            "portico_member_eligible",
+            "Whether the member can be handed out now.",
+            &|m| {
+                topology::select::member_verdict(
+                    deployment,
+                    state,
+                    m.id,
+                    Family::of(&m.address),
+                    snapshot.built_at,
+                )
+                .is_ok()
+            },
+        ),
+    ];
+    for (name, help, value) in member_gauges {
+        out.family(name, "gauge", help);
+        for member in &deployment.members {
+            let labels = [
+                ("service", deployment.service(member.service).name.as_str()),
+                ("site", deployment.site(member.site).name.as_str()),
+                ("node", member.node.as_str()),
+            ];
+            out.sample(name, &labels, u64::from(value(member)));
+        }
     }
-    let _ = writeln!(
-        out,
-        "# HELP portico_member_eligible Whether the member can be handed out now.\n# TYPE portico_member_eligible gauge"
-    );
-    for member in &deployment.members {
-        let family = if member.address.is_ipv4() {
-            topology::Family::V4
-        } else {
-            topology::Family::V6
-        };
-        let eligible = topology::select::member_verdict(
-            deployment,
-            state,
-            member.id,
-            family,
-            snapshot.built_at,
-        )
-        .is_ok();
-        let _ = writeln!(
-            out,
-            "portico_member_eligible{{service=\"{}\",site=\"{}\",node=\"{}\"}} {}",
-            deployment.service(member.service).name,
-            deployment.site(member.site).name,
-            member.node,
-            u8::from(eligible)
-        );
+    for (name, help, value) in [
+        (
+            "portico_snapshot_generation",
+            "Answer snapshots published since start.",
+            snapshot.generation,
+        ),
+        (
+            "portico_client_class_blocks",
+            "Prefix blocks in the client-class table.",
+            snapshot.classes.blocks() as u64,
+        ),
+        (
+            "portico_geoip_build_epoch",
+            "Build time of the GeoIP database in use.",
+            snapshot.geo.build_epoch(),
+        ),
+    ] {
+        out.family(name, "gauge", help);
+        out.sample(name, &[], value);
     }
-    let _ = writeln!(
-        out,
-        "# HELP portico_snapshot_generation Answer snapshots published since start.\n# TYPE portico_snapshot_generation gauge\nportico_snapshot_generation {}",
-        snapshot.generation
-    );
-    let _ = writeln!(
-        out,
-        "# HELP portico_client_class_blocks Prefix blocks in the client-class table.\n# TYPE portico_client_class_blocks gauge\nportico_client_class_blocks {}",
-        snapshot.classes.blocks()
-    );
-    let _ = writeln!(
-        out,
-        "# HELP portico_geoip_build_epoch Build time of the GeoIP database in use.\n# TYPE portico_geoip_build_epoch gauge\nportico_geoip_build_epoch {}",
-        snapshot.geo.build_epoch()
-    );
 }

@@ -20,6 +20,17 @@ pub enum Family {
     V6,
 }
 
+impl Family {
+    /// The family of an address.
+    pub fn of(address: &std::net::IpAddr) -> Family {
+        if address.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+}
+
 /// Where a client is, reduced to what changes answers: the sites ordered nearest first
 /// (`None` when the location is unknown). Clients with equal classes get equal answers, so
 /// answers are precomputed per class.
@@ -127,7 +138,7 @@ fn verdict(
     strictness: Strictness,
 ) -> Result<u32, Ineligible> {
     let member = deployment.member(id);
-    if member.address.is_ipv4() != (family == Family::V4) {
+    if Family::of(&member.address) != family {
         return Err(Ineligible::OtherFamily);
     }
     let ms = state.member(id);

@@ -19,6 +19,7 @@ pub mod prefix;
 pub mod records;
 pub mod select;
 pub mod state;
+pub mod wire;
 
 pub use classes::{ClassId, ClassTable, UNKNOWN_CLASS};
 pub use config::{Config, ConfigError, DEFAULT_CONFIG};

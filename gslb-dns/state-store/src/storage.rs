@@ -91,9 +91,11 @@ impl SledStorage {
         let fresh =
             storage.hard_state == HardState::default() && storage.conf_state.voters.is_empty();
         if fresh && initial_voters.contains(&id) {
-            let mut metadata = SnapshotMetadata::default();
-            metadata.index = 1;
-            metadata.term = 1;
+            let mut metadata = SnapshotMetadata {
+                index: 1,
+                term: 1,
+                ..Default::default()
+            };
             metadata.set_conf_state(ConfState::from((
                 initial_voters.to_vec(),
                 Vec::<u64>::new(),

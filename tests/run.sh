@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Portico's test command: installs the real DNS tools the end-to-end tests drive
-# (dig, kdig, unbound), builds every binary and runs the whole test suite.
+# (dig, kdig, unbound) and protoc (raft-rs builds its protocol with it), builds every
+# binary and runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PACKAGES=(dnsutils knot-dnsutils unbound)
+PACKAGES=(dnsutils knot-dnsutils unbound protobuf-compiler)
 missing=()
 for package in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

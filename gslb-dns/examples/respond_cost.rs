@@ -6,7 +6,7 @@ use std::time::Instant;
 fn main() {
     let config = topology::Config::default_config(1);
     let control = gslb_dns::Control::new(
-        config.deployment,
+        Arc::new(config.deployment),
         Arc::new(geoip_data::GeoDb::test_database()),
         topology::Timestamp(1),
     )

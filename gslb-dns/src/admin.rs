@@ -12,7 +12,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use topology::{AdminState, AdminTarget, ClientLocation, DomainName, Family, Health, Timestamp};
+use topology::wire::{AdminAction, Command, Target};
+use topology::{AdminState, ClientLocation, DomainName, Family, Health, Timestamp};
 
 use crate::control::Control;
 use crate::metrics::Metrics;
@@ -22,6 +23,7 @@ use crate::metrics::Metrics;
 pub struct AdminContext {
     pub control: Arc<Control>,
     pub metrics: Arc<Metrics>,
+    pub store: Arc<crate::store::Store>,
 }
 
 /// The admin API's routes.
@@ -36,6 +38,15 @@ pub fn router(context: AdminContext) -> Router {
         )
         .route("/api/v1/sites/{site}/{action}", post(site_action))
         .route("/api/v1/services/{service}/{action}", post(service_action))
+        .route("/api/v1/reports", post(crate::store_api::report))
+        .route("/api/v1/rtt", post(crate::store_api::rtt))
+        .route("/api/v1/watch", get(crate::store_api::watch))
+        .route("/api/v1/store", get(crate::store_api::status))
+        .route("/api/v1/store/nodes", post(crate::store_api::add_node))
+        .route(
+            "/api/v1/store/nodes/{id}",
+            axum::routing::delete(crate::store_api::remove_node),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
@@ -49,19 +60,36 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// Valid, but the store did not apply it (an old report, a name it does not know).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The store cannot take writes right now (no leader, or too slow): retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
+
+/// How long a client should wait before retrying an `Unavailable` write.
+const RETRY_AFTER_SECONDS: u64 = 1;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            body["retry_after_ms"] = (RETRY_AFTER_SECONDS * 1000).into();
+            return (
+                status,
+                [(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())],
+                Json(body),
+            )
+                .into_response();
+        }
+        (status, Json(body)).into_response()
     }
 }
 
@@ -90,7 +118,12 @@ struct MemberView {
 }
 
 async fn state(AxumState(ctx): AxumState<AdminContext>) -> Json<serde_json::Value> {
-    let snapshot = ctx.control.snapshot();
+    Json(state_view(&ctx.control.snapshot()))
+}
+
+/// Sites, services and members as the answers see them (the admin API's state and every
+/// line of the watch stream).
+pub fn state_view(snapshot: &crate::Snapshot) -> serde_json::Value {
     let deployment = &snapshot.deployment;
     let sites: Vec<_> = deployment
         .site_ids()
@@ -150,10 +183,12 @@ async fn state(AxumState(ctx): AxumState<AdminContext>) -> Json<serde_json::Valu
             })
         })
         .collect();
-    Json(serde_json::json!({
+    serde_json::json!({
         "generation": snapshot.generation,
         "built_at_ms": snapshot.built_at,
         "zone": deployment.zone.origin,
+        "store": snapshot.store,
+        "degraded": snapshot.store.degraded_since.is_some(),
         "sites": sites,
         "services": services,
         "geoip": {
@@ -161,7 +196,7 @@ async fn state(AxumState(ctx): AxumState<AdminContext>) -> Json<serde_json::Valu
             "build_epoch": snapshot.geo.build_epoch(),
             "client_class_blocks": snapshot.classes.blocks(),
         },
-    }))
+    })
 }
 
 #[derive(Deserialize)]
@@ -252,7 +287,7 @@ fn parse_name(text: &str, origin: &DomainName) -> Result<DomainName, ApiError> {
 }
 
 async fn history(AxumState(ctx): AxumState<AdminContext>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "changes": ctx.control.history() }))
+    Json(serde_json::json!({ "changes": ctx.control.machine().history }))
 }
 
 async fn metrics(AxumState(ctx): AxumState<AdminContext>) -> impl IntoResponse {
@@ -283,9 +318,9 @@ fn parse_action(action: &str) -> Result<AdminState, ApiError> {
     }
 }
 
-fn apply(
+async fn apply(
     ctx: &AdminContext,
-    target: AdminTarget,
+    target: Target,
     action: &str,
     body: &[u8],
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -299,14 +334,17 @@ fn apply(
             ))
         })?
     };
-    let who = reason.who.unwrap_or_else(|| "admin-api".into());
-    let why = reason.why.unwrap_or_default();
-    ctx.control.admin(target, admin, &who, &why, now());
-    let snapshot = ctx.control.snapshot();
+    let action = AdminAction {
+        target: target.clone(),
+        admin,
+        who: reason.who.unwrap_or_else(|| "admin-api".into()),
+        why: reason.why.unwrap_or_default(),
+    };
+    let committed = crate::store_api::propose(ctx, Command::Admin(action)).await?;
     Ok(Json(serde_json::json!({
-        "target": crate::control::describe(&snapshot.deployment, &target),
+        "target": target.to_string(),
         "admin": admin,
-        "generation": snapshot.generation,
+        "index": committed.index,
     })))
 }
 
@@ -315,12 +353,11 @@ async fn member_action(
     Path((service, node, action)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let member = ctx
-        .control
+    ctx.control
         .deployment()
         .member_by_name(&service, &node)
         .ok_or_else(|| ApiError::NotFound(format!("no member {node:?} in service {service:?}")))?;
-    apply(&ctx, AdminTarget::Member(member), &action, &body)
+    apply(&ctx, Target::Member { service, node }, &action, &body).await
 }
 
 async fn site_action(
@@ -328,12 +365,11 @@ async fn site_action(
     Path((site, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = ctx
-        .control
+    ctx.control
         .deployment()
         .site_by_name(&site)
         .ok_or_else(|| ApiError::NotFound(format!("no site {site:?}")))?;
-    apply(&ctx, AdminTarget::Site(id), &action, &body)
+    apply(&ctx, Target::Site { site }, &action, &body).await
 }
 
 async fn service_action(
@@ -341,10 +377,9 @@ async fn service_action(
     Path((service, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = ctx
-        .control
+    ctx.control
         .deployment()
         .service_by_name(&service)
         .ok_or_else(|| ApiError::NotFound(format!("no service {service:?}")))?;
-    apply(&ctx, AdminTarget::Service(id), &action, &body)
+    apply(&ctx, Target::Service { service }, &action, &body).await
 }

@@ -1,33 +1,20 @@
-//! The owner of the node's dynamic state. Every change (an admin action, a new GeoIP
-//! database, a site turning stale) goes through here: the state is changed, a new
-//! [`Snapshot`] is built off the query path and published with `ArcSwap`.
+//! The publisher of the node's answers. The replicated store's applied machine, the GeoIP
+//! database and the store's health (degraded or not) come in here; every change builds a new
+//! [`Snapshot`] off the query path and publishes it with `ArcSwap`.
 //!
-//! For now the state lives in memory and comes from configuration and the admin API; the
-//! replicated store replaces this source behind the same snapshot.
+//! Static stability: while the store is degraded (no quorum), staleness is evaluated at the
+//! moment quorum was lost, so sites whose reports this node can no longer see are not failed;
+//! the node keeps answering from its last applied state.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use geoip_data::GeoDb;
-use serde::Serialize;
-use topology::{AdminState, AdminTarget, ClassTable, Deployment, State, Timestamp};
+use state_store::Machine;
+use topology::{ClassTable, Deployment, Timestamp};
 
 use crate::dns::zone::{ZoneData, ZoneError};
-use crate::snapshot::{AnswerTable, Snapshot, build_classes};
-
-/// How many changes the history keeps.
-const HISTORY_LEN: usize = 1000;
-
-/// One change of state, with its cause.
-#[derive(Debug, Clone, Serialize)]
-pub struct Change {
-    pub at: Timestamp,
-    pub target: String,
-    pub admin: AdminState,
-    pub who: String,
-    pub why: String,
-}
+use crate::snapshot::{AnswerTable, Snapshot, StoreView, build_classes};
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,14 +26,14 @@ pub enum StartError {
 }
 
 struct Inner {
-    state: State,
+    machine: Arc<Machine>,
+    store: StoreView,
     geo: Arc<GeoDb>,
     classes: Arc<ClassTable>,
     generation: u64,
-    history: VecDeque<Change>,
 }
 
-/// The state owner and snapshot publisher.
+/// Builds and publishes snapshots.
 pub struct Control {
     deployment: Arc<Deployment>,
     zone: Arc<ZoneData>,
@@ -61,36 +48,27 @@ impl std::fmt::Debug for Control {
 }
 
 impl Control {
-    /// Encodes the zone, builds the client classes and publishes the first snapshot.
+    /// Encodes the zone, builds the client classes and publishes the first snapshot (from
+    /// an empty machine: every member as configured, statically up without a check).
     pub fn new(
-        deployment: Deployment,
+        deployment: Arc<Deployment>,
         geo: Arc<GeoDb>,
         now: Timestamp,
     ) -> Result<Control, StartError> {
-        let deployment = Arc::new(deployment);
         let zone = Arc::new(ZoneData::build(&deployment)?);
         let classes = Arc::new(build_classes(&deployment, &geo)?);
-        let state = State::initial(&deployment);
-        let snapshot = Snapshot {
-            generation: 1,
-            built_at: now,
-            answers: AnswerTable::build(&deployment, &state, &classes, now),
-            deployment: deployment.clone(),
-            state: Arc::new(state.clone()),
-            classes: classes.clone(),
-            geo: geo.clone(),
-            zone: zone.clone(),
+        let mut inner = Inner {
+            machine: Arc::new(Machine::default()),
+            store: StoreView::default(),
+            geo,
+            classes,
+            generation: 0,
         };
+        let snapshot = build(&deployment, &zone, &mut inner, now);
         Ok(Control {
             deployment,
             zone,
-            inner: Mutex::new(Inner {
-                state,
-                geo,
-                classes,
-                generation: 1,
-                history: VecDeque::new(),
-            }),
+            inner: Mutex::new(inner),
             published: Arc::new(ArcSwap::from_pointee(snapshot)),
         })
     }
@@ -114,44 +92,37 @@ impl Control {
     }
 
     fn publish(&self, inner: &mut Inner, now: Timestamp) {
-        inner.generation += 1;
-        let snapshot = Snapshot {
-            generation: inner.generation,
-            built_at: now,
-            answers: AnswerTable::build(&self.deployment, &inner.state, &inner.classes, now),
-            deployment: self.deployment.clone(),
-            state: Arc::new(inner.state.clone()),
-            classes: inner.classes.clone(),
-            geo: inner.geo.clone(),
-            zone: self.zone.clone(),
-        };
+        let snapshot = build(&self.deployment, &self.zone, inner, now);
         self.published.store(Arc::new(snapshot));
     }
 
-    /// Applies an admin action and publishes the result.
-    pub fn admin(
-        &self,
-        target: AdminTarget,
-        admin: AdminState,
-        who: &str,
-        why: &str,
-        now: Timestamp,
-    ) {
+    /// Publishes answers from a newly applied machine.
+    pub fn apply_machine(&self, machine: Arc<Machine>, now: Timestamp) {
         let mut inner = self.lock();
-        inner.state.apply_admin(&self.deployment, &target, admin);
-        let change = Change {
-            at: now,
-            target: describe(&self.deployment, &target),
-            admin,
-            who: who.to_owned(),
-            why: why.to_owned(),
-        };
-        tracing::info!(target = %change.target, ?admin, who, why, "admin action");
-        inner.history.push_back(change);
-        if inner.history.len() > HISTORY_LEN {
-            inner.history.pop_front();
-        }
+        inner.store.applied = machine.applied;
+        inner.machine = machine;
         self.publish(&mut inner, now);
+    }
+
+    /// Records the store's health; a change of `degraded` republishes.
+    pub fn set_store(&self, view: StoreView, now: Timestamp) {
+        let mut inner = self.lock();
+        let changed = inner.store.degraded_since != view.degraded_since;
+        inner.store = StoreView {
+            applied: inner.store.applied,
+            ..view
+        };
+        if changed {
+            if let Some(since) = view.degraded_since {
+                tracing::warn!(
+                    since_ms = since.0,
+                    "store degraded: answering from the last applied state"
+                );
+            } else {
+                tracing::info!("store quorum back");
+            }
+            self.publish(&mut inner, now);
+        }
     }
 
     /// Switches to a new GeoIP database (the client classes are rebuilt).
@@ -170,30 +141,44 @@ impl Control {
         self.publish(&mut inner, now);
     }
 
-    /// When the answers must next be rebuilt because telemetry turns stale.
+    /// When the answers must next be rebuilt because telemetry turns stale (never while
+    /// degraded: staleness is frozen then).
     pub fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
-        let inner = self.lock();
-        crate::snapshot::next_staleness_deadline(&self.deployment, &inner.state, now)
+        let snapshot = self.snapshot();
+        if snapshot.store.degraded_since.is_some() {
+            return None;
+        }
+        crate::snapshot::next_staleness_deadline(&self.deployment, &snapshot.state, now)
     }
 
-    /// The most recent changes, oldest first.
-    pub fn history(&self) -> Vec<Change> {
-        self.lock().history.iter().cloned().collect()
+    /// The applied machine the current answers come from.
+    pub fn machine(&self) -> Arc<Machine> {
+        self.lock().machine.clone()
     }
 }
 
-/// `member s3/fra-1`, `site fra`, `service s3`.
-pub fn describe(deployment: &Deployment, target: &AdminTarget) -> String {
-    match target {
-        AdminTarget::Member(id) => {
-            let member = deployment.member(*id);
-            format!(
-                "member {}/{}",
-                deployment.service(member.service).name,
-                member.node
-            )
-        }
-        AdminTarget::Site(id) => format!("site {}", deployment.site(*id).name),
-        AdminTarget::Service(id) => format!("service {}", deployment.service(*id).name),
+fn build(
+    deployment: &Arc<Deployment>,
+    zone: &Arc<ZoneData>,
+    inner: &mut Inner,
+    now: Timestamp,
+) -> Snapshot {
+    inner.generation += 1;
+    // Staleness frozen at the moment quorum was lost.
+    let evaluated_at = inner
+        .store
+        .degraded_since
+        .map_or(now, |since| since.min(now));
+    let state = inner.machine.state(deployment);
+    Snapshot {
+        generation: inner.generation,
+        built_at: evaluated_at,
+        answers: AnswerTable::build(deployment, &state, &inner.classes, evaluated_at),
+        deployment: deployment.clone(),
+        state: Arc::new(state),
+        classes: inner.classes.clone(),
+        geo: inner.geo.clone(),
+        zone: zone.clone(),
+        store: inner.store.clone(),
     }
 }

@@ -15,6 +15,8 @@ pub mod control;
 pub mod dns;
 pub mod metrics;
 pub mod snapshot;
+pub mod store;
+pub mod store_api;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -52,6 +54,7 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 /// A running DNS node.
 pub struct RunningNode {
     pub control: Arc<Control>,
+    pub store: Arc<store::Store>,
     pub metrics: Arc<metrics::Metrics>,
     /// Bound DNS addresses (UDP and TCP share each).
     pub dns: Vec<SocketAddr>,
@@ -85,7 +88,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let admin_listen = deployment.admin.listen;
     let reload_interval = deployment.geoip.reload_interval;
     let metrics = Arc::new(metrics::Metrics::new(&deployment));
-    let control = Arc::new(Control::new(deployment, geo, admin::now())?);
+    let deployment = Arc::new(deployment);
+    let control = Arc::new(Control::new(deployment.clone(), geo, admin::now())?);
+    let store = Arc::new(store::Store::open(deployment.clone())?);
 
     let stop = Arc::new(AtomicBool::new(false));
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -128,6 +133,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         let router = admin::router(admin::AdminContext {
             control: control.clone(),
             metrics: metrics.clone(),
+            store: store.clone(),
         });
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -141,6 +147,29 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             }
         }));
     }
+    if let Some(raft) = store
+        .raft_listen
+        .filter(|_| deployment.store.nodes.len() > 1)
+    {
+        let listener = tokio::net::TcpListener::bind(raft)
+            .await
+            .with_context(|| format!("cannot bind the store's raft transport on {raft}"))?;
+        tasks.push(tokio::spawn(state_store::transport::serve(
+            listener,
+            store.node.handle(),
+            shutdown_rx.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(store::follow_machine(
+        store.clone(),
+        control.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(store::follow_status(
+        store.clone(),
+        control.clone(),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(refresh_on_staleness(
         control.clone(),
         shutdown_rx.clone(),
@@ -156,6 +185,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     }
     Ok(RunningNode {
         control,
+        store,
         metrics,
         dns,
         admin: admin_bound,

@@ -21,6 +21,13 @@ struct Args {
     /// Admin API listen address, replacing `admin.listen`.
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// This node's id in the store cluster, replacing `store.node_id`.
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Where the store keeps its data, replacing `store.data_dir` (a `node-<id>` directory
+    /// is made inside).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Validate the configuration, print a summary and exit (0 = valid, 2 = invalid).
     #[arg(long)]
     check_config: bool,
@@ -54,6 +61,17 @@ fn main() -> ExitCode {
     }
     if let Some(admin) = args.admin {
         config.deployment.admin.listen = Some(admin);
+    }
+    if let Some(dir) = &args.data_dir {
+        config.deployment.store.data_dir = dir.display().to_string();
+    }
+    if let Some(id) = args.node_id {
+        let store = &config.deployment.store;
+        if !store.nodes.is_empty() && !store.nodes.iter().any(|n| n.id == id) {
+            eprintln!("gslb-dns: --node-id {id} is not in store.nodes");
+            return ExitCode::from(2);
+        }
+        config.deployment.store.node_id = id;
     }
     if args.check_config {
         let d = &config.deployment;

@@ -125,6 +125,20 @@ pub struct Snapshot {
     pub geo: Arc<GeoDb>,
     pub zone: Arc<ZoneData>,
     pub answers: AnswerTable,
+    pub store: StoreView,
+}
+
+/// The replicated store as this node sees it when the snapshot is built.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct StoreView {
+    pub node_id: u64,
+    /// The log index of the machine the answers come from.
+    pub applied: u64,
+    pub leader: u64,
+    pub term: u64,
+    /// Set while the node has no quorum: answers come from the last applied state, with
+    /// staleness evaluated at this moment.
+    pub degraded_since: Option<Timestamp>,
 }
 
 impl Snapshot {

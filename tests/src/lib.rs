@@ -145,6 +145,7 @@ impl DnsNode {
 
     fn spawn(mut command: Command, dir: TempDir) -> DnsNode {
         let mut child = command
+            .current_dir(dir.path())
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -37,6 +37,7 @@ pub struct Deployment {
     pub dns: DnsSettings,
     pub admin: AdminSettings,
     pub geoip: GeoipSettings,
+    pub store: StoreSettings,
 }
 
 impl Deployment {
@@ -259,4 +260,62 @@ pub struct GeoipSettings {
     pub database: Option<String>,
     #[serde(with = "crate::config::duration::serde_millis")]
     pub reload_interval: Duration,
+}
+
+/// The replicated store's cluster and timing.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreSettings {
+    /// This node's id (from `store.node_id` or `--node-id`).
+    pub node_id: u64,
+    pub data_dir: String,
+    #[serde(with = "crate::config::duration::serde_millis")]
+    pub tick_interval: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    pub snapshot_threshold: u64,
+    #[serde(with = "crate::config::duration::serde_millis")]
+    pub propose_timeout: Duration,
+    /// Every node of the cluster; empty means a cluster of this node alone.
+    pub nodes: Vec<StoreNode>,
+    pub tls: Option<TlsFiles>,
+}
+
+impl StoreSettings {
+    /// The voters a new cluster starts with (nodes not marked `learner`).
+    pub fn initial_voters(&self) -> Vec<u64> {
+        if self.nodes.is_empty() {
+            return vec![self.node_id];
+        }
+        self.nodes
+            .iter()
+            .filter(|n| !n.learner)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// This node's entry, if the cluster is listed.
+    pub fn this_node(&self) -> Option<&StoreNode> {
+        self.nodes.iter().find(|n| n.id == self.node_id)
+    }
+}
+
+/// One node of the store cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreNode {
+    pub id: u64,
+    /// Where its raft transport listens.
+    pub raft: SocketAddr,
+    /// Where its admin and ingest API listens.
+    pub api: Option<SocketAddr>,
+    pub site: Option<SiteId>,
+    /// Not an initial voter: it joins later through the admin API.
+    pub learner: bool,
+}
+
+/// Certificate files for mutual TLS between store nodes (PEM).
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsFiles {
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
 }

@@ -10,11 +10,17 @@
 //! types do not leave this crate's API except where a test harness needs raft messages.
 
 pub mod machine;
+pub mod node;
 pub mod replica;
 pub mod storage;
+pub mod transport;
 
-pub use machine::{Machine, Outcome, apply};
+pub use machine::{Machine, NodeAddress, Outcome, apply};
+pub use node::{
+    Committed, Membership, Node, NodeHandle, NodeOptions, NodeStatus, Outbox, Published,
+};
 pub use replica::{
     Advanced, AppliedEntry, ProposeError, RaftSettings, Replica, ReplicaError, ReplicaStatus,
 };
 pub use storage::{SledStorage, StorageFault};
+pub use transport::{PeerState, TcpTransport};

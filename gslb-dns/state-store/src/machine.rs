@@ -95,8 +95,19 @@ pub struct Machine {
     /// site -> prefix -> RTT.
     pub rtt: BTreeMap<String, BTreeMap<IpNet, RttEntry>>,
     pub history: VecDeque<Change>,
+    /// Addresses of nodes added through membership changes (node id -> addresses).
+    #[serde(default)]
+    pub nodes: BTreeMap<u64, NodeAddress>,
     /// The log index this machine reflects.
     pub applied: u64,
+}
+
+/// Where a store node listens, carried in its membership change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddress {
+    pub raft: String,
+    #[serde(default)]
+    pub api: Option<String>,
 }
 
 /// What applying one command did.

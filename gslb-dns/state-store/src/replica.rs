@@ -6,12 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use prost::Message as _;
-use raft::prelude::{ConfChangeV2, Entry, EntryType, Message, Snapshot};
+use raft::prelude::{ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, StateRole};
 use topology::Deployment;
 use topology::wire::{Envelope, WIRE_VERSION};
 
-use crate::machine::{Machine, Outcome, apply};
+use crate::machine::{Machine, NodeAddress, Outcome, apply};
 use crate::storage::{SledStorage, StorageFault};
 
 /// Raft timing and compaction, in ticks and entries.
@@ -160,6 +160,13 @@ impl Replica {
         &self.machine
     }
 
+    /// Starts an election now (a cluster of one need not wait for a timeout).
+    pub fn campaign(&mut self) {
+        if let Err(e) = self.raw.campaign() {
+            tracing::debug!(error = %e, "campaign refused");
+        }
+    }
+
     pub fn tick(&mut self) {
         self.raw.tick();
     }
@@ -263,6 +270,7 @@ impl Replica {
                         .map_err(|e| ReplicaError::Snapshot(e.to_string()))?;
                     let conf_state = self.raw.apply_conf_change(&change)?;
                     self.raw.mut_store().set_conf_state(conf_state)?;
+                    self.record_addresses(&change);
                 }
                 EntryType::EntryConfChange => {
                     let change = raft::prelude::ConfChange::decode(&entry.data[..])
@@ -273,6 +281,23 @@ impl Replica {
             }
         }
         Ok(())
+    }
+
+    /// Keeps the addresses a membership change carries, so every node can reach new peers.
+    fn record_addresses(&mut self, change: &ConfChangeV2) {
+        let address: Option<NodeAddress> = serde_json::from_slice(&change.context).ok();
+        for single in &change.changes {
+            match single.get_change_type() {
+                ConfChangeType::RemoveNode => {
+                    self.machine.nodes.remove(&single.node_id);
+                }
+                _ => {
+                    if let Some(address) = &address {
+                        self.machine.nodes.insert(single.node_id, address.clone());
+                    }
+                }
+            }
+        }
     }
 
     fn apply_normal(&mut self, entry: &Entry) -> AppliedEntry {

@@ -18,6 +18,8 @@ pub struct RawConfig {
     #[serde(default, rename = "service")]
     pub services: Vec<RawService>,
     #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
     pub site_agent: Option<RawSiteAgent>,
     #[serde(default)]
     pub proxy: Option<RawProxy>,
@@ -216,4 +218,38 @@ pub struct RawSiteAgent {
 #[serde(deny_unknown_fields)]
 pub struct RawProxy {
     pub site: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub node_id: Option<u64>,
+    pub data_dir: Option<String>,
+    pub tick_interval: Option<String>,
+    pub election_ticks: Option<usize>,
+    pub heartbeat_ticks: Option<usize>,
+    pub snapshot_threshold: Option<u64>,
+    pub propose_timeout: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<RawStoreNode>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStoreNode {
+    pub id: u64,
+    pub raft: String,
+    pub api: Option<String>,
+    pub site: Option<String>,
+    #[serde(default)]
+    pub learner: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
 }

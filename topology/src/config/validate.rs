@@ -79,6 +79,7 @@ pub(super) fn validate(raw: RawConfig, now_unix: u64) -> Result<Config> {
         members,
         dns: dns(&raw.dns)?,
         admin: admin(&raw.admin)?,
+        store: store(&raw.store, &site_ids)?,
         geoip: GeoipSettings {
             database: raw.geoip.database.clone(),
             reload_interval: duration(
@@ -543,5 +544,104 @@ fn components(raw: &RawConfig, site_ids: &HashMap<&str, SiteId>) -> Result<Compo
             "proxy.site",
             &raw.proxy.as_ref().and_then(|p| p.site.clone()),
         )?,
+    })
+}
+
+fn store(raw: &RawStore, site_ids: &HashMap<&str, SiteId>) -> Result<StoreSettings> {
+    let key = KeyPath::from("store");
+    let tick_interval = duration(
+        key.key("tick_interval"),
+        raw.tick_interval.as_deref(),
+        Duration::from_millis(100),
+    )?;
+    if tick_interval < Duration::from_millis(10) {
+        return Err(invalid(key.key("tick_interval"), "must be at least 10ms"));
+    }
+    let election_ticks = raw.election_ticks.unwrap_or(10);
+    let heartbeat_ticks = raw.heartbeat_ticks.unwrap_or(2);
+    if heartbeat_ticks == 0 {
+        return Err(invalid(key.key("heartbeat_ticks"), "must be at least 1"));
+    }
+    if election_ticks <= heartbeat_ticks {
+        return Err(invalid(
+            key.key("election_ticks"),
+            "must be more than heartbeat_ticks",
+        ));
+    }
+    let snapshot_threshold = raw.snapshot_threshold.unwrap_or(1000);
+    if snapshot_threshold == 0 {
+        return Err(invalid(key.key("snapshot_threshold"), "must be at least 1"));
+    }
+    let propose_timeout = duration(
+        key.key("propose_timeout"),
+        raw.propose_timeout.as_deref(),
+        Duration::from_secs(5),
+    )?;
+    let mut nodes = Vec::new();
+    let mut ids = HashSet::new();
+    for (i, node) in raw.nodes.iter().enumerate() {
+        let nkey = key.key("nodes").index(i);
+        if node.id == 0 {
+            return Err(invalid(nkey.key("id"), "node ids start at 1"));
+        }
+        if !ids.insert(node.id) {
+            return Err(invalid(
+                nkey.key("id"),
+                format!("node {} is listed twice", node.id),
+            ));
+        }
+        let site = match &node.site {
+            None => None,
+            Some(name) => Some(
+                *site_ids
+                    .get(name.as_str())
+                    .ok_or_else(|| invalid(nkey.key("site"), format!("no site named {name:?}")))?,
+            ),
+        };
+        nodes.push(StoreNode {
+            id: node.id,
+            raft: socket_addr(nkey.key("raft"), &node.raft)?,
+            api: node
+                .api
+                .as_deref()
+                .map(|a| socket_addr(nkey.key("api"), a))
+                .transpose()?,
+            site,
+            learner: node.learner,
+        });
+    }
+    let node_id = raw
+        .node_id
+        .unwrap_or_else(|| nodes.first().map_or(1, |n| n.id));
+    if !nodes.is_empty() && !ids.contains(&node_id) {
+        return Err(invalid(
+            key.key("node_id"),
+            format!("node {node_id} is not in store.nodes"),
+        ));
+    }
+    if !nodes.is_empty() && nodes.iter().all(|n| n.learner) {
+        return Err(invalid(
+            key.key("nodes"),
+            "at least one node must be a voter (learner = false)",
+        ));
+    }
+    let tls = raw.tls.as_ref().map(|t| TlsFiles {
+        cert: t.cert.clone(),
+        key: t.key.clone(),
+        ca: t.ca.clone(),
+    });
+    Ok(StoreSettings {
+        node_id,
+        data_dir: raw
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| "portico-data".into()),
+        tick_interval,
+        election_ticks,
+        heartbeat_ticks,
+        snapshot_threshold,
+        propose_timeout,
+        nodes,
+        tls,
     })
 }

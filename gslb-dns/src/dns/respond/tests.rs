@@ -68,7 +68,7 @@ fn control(ecs: bool) -> Control {
     let mut config = topology::Config::from_toml(CONFIG, 1).expect("test config");
     config.deployment.dns.ecs = ecs;
     Control::new(
-        config.deployment,
+        Arc::new(config.deployment),
         Arc::new(geoip_data::GeoDb::test_database()),
         topology::Timestamp(1_000),
     )
@@ -677,14 +677,9 @@ fn explain_txt_names_the_site() {
 #[test]
 fn admin_drain_moves_answers_on_the_next_snapshot() {
     let c = control(true);
-    let site = c.deployment().site_by_name("fra").unwrap();
-    c.admin(
-        topology::AdminTarget::Site(site),
-        topology::AdminState::Drained,
-        "test",
-        "drill",
-        topology::Timestamp(2_000),
-    );
+    let mut machine = state_store::Machine::default();
+    machine.sites.entry("fra".into()).or_default().admin = topology::AdminState::Drained;
+    c.apply_machine(Arc::new(machine), topology::Timestamp(2_000));
     let message = ask(&c, &q("s3.storage.example", 1), "127.1.0.5");
     assert_eq!(answers(&message), ["127.0.20.1", "127.0.20.2"]);
 }

@@ -1,0 +1,493 @@
+//! The running store node: one thread owns the [`Replica`] and loops over inputs (peer
+//! messages, proposals, membership changes), logical ticks and the Ready. Proposals wait
+//! until this node has applied them (on a follower raft forwards them to the leader), so an
+//! acknowledged write is committed. Every applied change is published on a watch channel.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use raft::StateRole;
+use raft::prelude::{ConfChangeSingle, ConfChangeType, ConfChangeV2, Message};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+use topology::wire::{Command, Envelope, WIRE_VERSION};
+use topology::{Deployment, Timestamp};
+
+use crate::machine::{Machine, NodeAddress, Outcome};
+use crate::replica::{ProposeError, RaftSettings, Replica, ReplicaError};
+
+/// Where the node's messages go (the TCP transport, or a test network).
+pub trait Outbox: Send + Sync {
+    fn send(&self, message: Message);
+}
+
+/// How the node runs.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub id: u64,
+    /// The voters of a new cluster (the same list on every initial node).
+    pub initial_voters: Vec<u64>,
+    pub data_dir: PathBuf,
+    pub tick: Duration,
+    pub raft: RaftSettings,
+    /// How long a proposal may take to apply before the caller is told to retry.
+    pub propose_timeout: Duration,
+}
+
+/// A committed and applied proposal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub index: u64,
+    pub outcome: Outcome,
+}
+
+/// The applied machine, as published after every change.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub machine: Arc<Machine>,
+}
+
+/// The node's view of the cluster, for the admin API and metrics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: u64,
+    pub role: String,
+    pub leader: u64,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// No leader known (or this node cannot reach a quorum) for longer than an election
+    /// timeout: answers come from the last applied state.
+    pub degraded: bool,
+    /// Since when (this node's clock); staleness is frozen at this moment while degraded.
+    pub degraded_since: Option<Timestamp>,
+    pub proposals: u64,
+    pub proposals_failed: u64,
+    pub snapshots_taken: u64,
+    pub snapshot_index: u64,
+    /// Mean time from proposal to local apply over the last proposals, in microseconds.
+    pub apply_latency_us: u64,
+    /// The node stopped after a storage failure.
+    pub failed: Option<String>,
+}
+
+enum Input {
+    Raft(Message),
+    Propose {
+        envelope: Envelope,
+        reply: oneshot::Sender<Result<Committed, ProposeError>>,
+    },
+    ConfChange {
+        change: ConfChangeV2,
+        reply: oneshot::Sender<Result<(), ProposeError>>,
+    },
+    SnapshotReport {
+        to: u64,
+        delivered: bool,
+    },
+    Unreachable(u64),
+    Stop,
+}
+
+/// A clonable way into the node, for the transport.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    inputs: mpsc::Sender<Input>,
+}
+
+impl NodeHandle {
+    /// Feeds a message received from a peer.
+    pub fn deliver(&self, message: Message) {
+        let _ = self.inputs.send(Input::Raft(message));
+    }
+    /// Reports whether a snapshot message reached its peer.
+    pub fn report_snapshot(&self, to: u64, delivered: bool) {
+        let _ = self.inputs.send(Input::SnapshotReport { to, delivered });
+    }
+    /// Reports a peer that could not be reached.
+    pub fn report_unreachable(&self, to: u64) {
+        let _ = self.inputs.send(Input::Unreachable(to));
+    }
+}
+
+/// A running node.
+pub struct Node {
+    id: u64,
+    handle: NodeHandle,
+    published: watch::Receiver<Published>,
+    status: Arc<Mutex<NodeStatus>>,
+    counter: AtomicU64,
+    propose_timeout: Duration,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The channel into a node, made before the node so a transport can hold its handle.
+pub fn channel() -> (NodeHandle, NodeInputs) {
+    let (inputs, receiver) = mpsc::channel();
+    (NodeHandle { inputs }, NodeInputs(receiver))
+}
+
+/// The receiving side of [`channel`], consumed by [`Node::start`].
+pub struct NodeInputs(mpsc::Receiver<Input>);
+
+impl std::fmt::Debug for NodeInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeInputs")
+    }
+}
+
+fn now_ms() -> Timestamp {
+    Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    )
+}
+
+impl Node {
+    /// Opens the replica and starts its thread.
+    pub fn start(
+        options: NodeOptions,
+        handle: NodeHandle,
+        inputs: NodeInputs,
+        deployment: Arc<Deployment>,
+        outbox: Arc<dyn Outbox>,
+    ) -> Result<Node, ReplicaError> {
+        std::fs::create_dir_all(&options.data_dir).map_err(|e| {
+            ReplicaError::Storage(crate::storage::StorageFault::Corrupt {
+                what: "data directory",
+                why: format!("{}: {e}", options.data_dir.display()),
+            })
+        })?;
+        let mut replica = Replica::open(
+            options.id,
+            &options.initial_voters,
+            &options.data_dir,
+            options.raft.clone(),
+            deployment,
+        )?;
+        let status = replica.status();
+        if status.voters == [options.id] {
+            // A cluster of one elects itself now rather than after an election timeout.
+            replica.campaign();
+        }
+        let (publisher, published) = watch::channel(Published {
+            machine: Arc::new(replica.machine().clone()),
+        });
+        let shared_status = Arc::new(Mutex::new(NodeStatus {
+            id: options.id,
+            ..NodeStatus::default()
+        }));
+        let looped = Loop {
+            replica,
+            inputs: inputs.0,
+            outbox,
+            publisher,
+            status: shared_status.clone(),
+            waiters: HashMap::new(),
+            tick: options.tick,
+            election: options.tick * options.raft.election_ticks as u32,
+            no_leader_since: None,
+            proposals: 0,
+            proposals_failed: 0,
+            latency_sum_us: 0,
+            latency_count: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("store-{}", options.id))
+            .spawn(move || looped.run())
+            .map_err(|e| ReplicaError::Snapshot(format!("cannot start the store thread: {e}")))?;
+        Ok(Node {
+            id: options.id,
+            handle,
+            published,
+            status: shared_status,
+            counter: AtomicU64::new(0),
+            propose_timeout: options.propose_timeout,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// Follows the applied machine.
+    pub fn subscribe(&self) -> watch::Receiver<Published> {
+        self.published.clone()
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Proposes `command` and waits until this node has applied it.
+    pub async fn propose(&self, command: Command) -> Result<Committed, ProposeError> {
+        let envelope = Envelope {
+            version: WIRE_VERSION,
+            id: format!(
+                "{}-{}-{}",
+                self.id,
+                std::process::id(),
+                self.counter.fetch_add(1, Ordering::Relaxed)
+            ),
+            proposed_at: now_ms(),
+            command,
+        };
+        let (reply, wait) = oneshot::channel();
+        self.handle
+            .inputs
+            .send(Input::Propose { envelope, reply })
+            .map_err(|_| ProposeError::Stopped)?;
+        match tokio::time::timeout(self.propose_timeout, wait).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ProposeError::Stopped),
+            Err(_) => Err(ProposeError::Timeout),
+        }
+    }
+
+    /// Adds a voter or a learner, or removes a node; waits until the change is proposed
+    /// (it takes effect when applied).
+    pub async fn change_membership(
+        &self,
+        id: u64,
+        change: Membership,
+        address: Option<NodeAddress>,
+    ) -> Result<(), ProposeError> {
+        let mut single = ConfChangeSingle {
+            node_id: id,
+            ..Default::default()
+        };
+        single.set_change_type(match change {
+            Membership::AddVoter => ConfChangeType::AddNode,
+            Membership::AddLearner => ConfChangeType::AddLearnerNode,
+            Membership::Remove => ConfChangeType::RemoveNode,
+        });
+        let mut conf_change = ConfChangeV2::default();
+        conf_change.set_changes(vec![single]);
+        if let Some(address) = address {
+            conf_change.context =
+                serde_json::to_vec(&address).map_err(|e| ProposeError::Encode(e.to_string()))?;
+        }
+        let (reply, wait) = oneshot::channel();
+        self.handle
+            .inputs
+            .send(Input::ConfChange {
+                change: conf_change,
+                reply,
+            })
+            .map_err(|_| ProposeError::Stopped)?;
+        match tokio::time::timeout(self.propose_timeout, wait).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ProposeError::Stopped),
+            Err(_) => Err(ProposeError::Timeout),
+        }
+    }
+
+    /// Stops the node's thread (the store stays on disk).
+    pub fn stop(&mut self) {
+        let _ = self.handle.inputs.send(Input::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A membership change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Membership {
+    AddVoter,
+    AddLearner,
+    Remove,
+}
+
+struct Waiter {
+    reply: oneshot::Sender<Result<Committed, ProposeError>>,
+    since: Instant,
+}
+
+struct Loop {
+    replica: Replica,
+    inputs: mpsc::Receiver<Input>,
+    outbox: Arc<dyn Outbox>,
+    publisher: watch::Sender<Published>,
+    status: Arc<Mutex<NodeStatus>>,
+    waiters: HashMap<String, Waiter>,
+    tick: Duration,
+    election: Duration,
+    no_leader_since: Option<(Instant, Timestamp)>,
+    proposals: u64,
+    proposals_failed: u64,
+    latency_sum_us: u64,
+    latency_count: u64,
+}
+
+impl Loop {
+    fn run(mut self) {
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.inputs.recv_timeout(wait) {
+                Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(input) => self.handle(input),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            // Take whatever else is queued, so one Ready (and one flush) covers it all.
+            while let Ok(input) = self.inputs.try_recv() {
+                if matches!(input, Input::Stop) {
+                    return;
+                }
+                self.handle(input);
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.replica.tick();
+                next_tick += self.tick;
+                if next_tick < now {
+                    next_tick = now + self.tick;
+                }
+                self.expire_waiters(now);
+            }
+            if let Err(e) = self.advance() {
+                tracing::error!(error = %e, "the store failed; this node stops applying");
+                self.status.lock().unwrap_or_else(|p| p.into_inner()).failed = Some(e.to_string());
+                return;
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Raft(message) => self.replica.step(message),
+            Input::Propose { envelope, reply } => {
+                self.proposals += 1;
+                let id = envelope.id.clone();
+                match self.replica.propose(&envelope) {
+                    Ok(()) => {
+                        self.waiters.insert(
+                            id,
+                            Waiter {
+                                reply,
+                                since: Instant::now(),
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        self.proposals_failed += 1;
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Input::ConfChange { change, reply } => {
+                let _ = reply.send(self.replica.propose_conf_change(change));
+            }
+            Input::SnapshotReport { to, delivered } => self.replica.report_snapshot(to, delivered),
+            Input::Unreachable(to) => self.replica.report_unreachable(to),
+            Input::Stop => {}
+        }
+    }
+
+    fn expire_waiters(&mut self, now: Instant) {
+        // Raft drops proposals silently on a leader change; the caller's own timeout
+        // answers them. Here only clean up what nobody waits for any more.
+        self.waiters.retain(|_, waiter| {
+            !waiter.reply.is_closed() && now.duration_since(waiter.since) < Duration::from_secs(60)
+        });
+    }
+
+    fn advance(&mut self) -> Result<(), ReplicaError> {
+        let advanced = self.replica.advance()?;
+        for message in advanced.messages {
+            self.outbox.send(message);
+        }
+        for entry in advanced.applied {
+            let Some(waiter) = entry.id.and_then(|id| self.waiters.remove(&id)) else {
+                continue;
+            };
+            self.latency_sum_us += waiter.since.elapsed().as_micros() as u64;
+            self.latency_count += 1;
+            let _ = waiter.reply.send(Ok(Committed {
+                index: entry.index,
+                outcome: entry.outcome,
+            }));
+        }
+        if advanced.changed {
+            self.publisher.send_replace(Published {
+                machine: Arc::new(self.replica.machine().clone()),
+            });
+        }
+        self.update_status();
+        Ok(())
+    }
+
+    fn update_status(&mut self) {
+        let raft = self.replica.status();
+        let leaderless = raft.leader == raft::INVALID_ID
+            || matches!(raft.role, StateRole::Candidate | StateRole::PreCandidate);
+        let clustered = raft.voters.len() > 1 || !raft.voters.contains(&raft.id);
+        if leaderless && clustered {
+            self.no_leader_since
+                .get_or_insert_with(|| (Instant::now(), now_ms()));
+        } else {
+            self.no_leader_since = None;
+        }
+        let degraded = self
+            .no_leader_since
+            .filter(|(since, _)| since.elapsed() > self.election);
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        *status = NodeStatus {
+            id: raft.id,
+            role: format!("{:?}", raft.role).to_lowercase(),
+            leader: raft.leader,
+            term: raft.term,
+            commit: raft.commit,
+            applied: raft.applied,
+            voters: raft.voters,
+            learners: raft.learners,
+            degraded: degraded.is_some(),
+            degraded_since: degraded.map(|(_, at)| at),
+            proposals: self.proposals,
+            proposals_failed: self.proposals_failed,
+            snapshots_taken: raft.snapshots_taken,
+            snapshot_index: raft.snapshot_index,
+            apply_latency_us: self
+                .latency_sum_us
+                .checked_div(self.latency_count)
+                .unwrap_or(0),
+            failed: None,
+        };
+        if self.latency_count > 1000 {
+            self.latency_sum_us /= 2;
+            self.latency_count /= 2;
+        }
+    }
+}

@@ -39,7 +39,10 @@ pub fn router(context: AdminContext) -> Router {
         .route("/api/v1/sites/{site}/{action}", post(site_action))
         .route("/api/v1/services/{service}/{action}", post(service_action))
         .route("/api/v1/reports", post(crate::store_api::report))
-        .route("/api/v1/rtt", post(crate::store_api::rtt))
+        .route(
+            "/api/v1/rtt",
+            post(crate::store_api::rtt).get(crate::store_api::rtt_table),
+        )
         .route("/api/v1/watch", get(crate::store_api::watch))
         .route("/api/v1/store", get(crate::store_api::status))
         .route("/api/v1/store/nodes", post(crate::store_api::add_node))
@@ -294,7 +297,11 @@ async fn metrics(AxumState(ctx): AxumState<AdminContext>) -> impl IntoResponse {
     let snapshot = ctx.control.snapshot();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        ctx.metrics.render(&snapshot),
+        ctx.metrics.render(
+            &snapshot,
+            &ctx.store.status(),
+            &ctx.store.transport.peer_states(),
+        ),
     )
 }
 

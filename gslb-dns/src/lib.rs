@@ -102,18 +102,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let mut udp_threads = Vec::new();
     let mut tasks = Vec::new();
     for listen in &settings.listen {
-        let (bound, threads) = dns::udp::spawn(
-            *listen,
-            workers,
-            control.published(),
-            metrics.clone(),
-            stop.clone(),
-        )
-        .with_context(|| format!("cannot bind DNS UDP on {listen}"))?;
-        udp_threads.extend(threads);
-        let tcp = tokio::net::TcpListener::bind(bound)
-            .await
-            .with_context(|| format!("cannot bind DNS TCP on {bound}"))?;
+        let (sockets, tcp) = bind_dns(*listen, workers).await?;
+        let bound = tcp.local_addr()?;
+        udp_threads.extend(
+            dns::udp::spawn(sockets, control.published(), metrics.clone(), stop.clone())
+                .context("cannot start the UDP workers")?,
+        );
         tasks.push(tokio::spawn(dns::tcp::serve(
             tcp,
             control.published(),
@@ -211,6 +205,28 @@ impl RunningNode {
             }
         })
         .await;
+    }
+}
+
+/// Binds UDP and TCP on the same address. With port 0 the UDP port is picked first; if
+/// TCP cannot have the same port (another socket holds it), both are tried again.
+async fn bind_dns(
+    listen: SocketAddr,
+    workers: usize,
+) -> anyhow::Result<(Vec<std::net::UdpSocket>, tokio::net::TcpListener)> {
+    let mut attempts = 0;
+    loop {
+        let sockets = dns::udp::bind_all(listen, workers)
+            .with_context(|| format!("cannot bind DNS UDP on {listen}"))?;
+        let bound = sockets[0].local_addr()?;
+        match tokio::net::TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((sockets, tcp)),
+            Err(e) if listen.port() == 0 && attempts < 20 => {
+                attempts += 1;
+                tracing::debug!(%bound, error = %e, "TCP port taken; picking another port");
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot bind DNS TCP on {bound}")),
+        }
     }
 }
 

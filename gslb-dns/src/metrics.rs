@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use state_store::{NodeStatus, PeerState};
 use topology::{Deployment, Family};
 
 use crate::dns::Outcome;
@@ -131,8 +132,9 @@ impl Metrics {
         self.sum(usize::from(rcode).min(RCODES - 1))
     }
 
-    /// The Prometheus text exposition of the counters and of `snapshot`'s state.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
+    /// The Prometheus text exposition of the counters, of `snapshot`'s state and of the
+    /// store's status.
+    pub fn render(&self, snapshot: &Snapshot, store: &NodeStatus, peers: &[PeerState]) -> String {
         let deployment = &snapshot.deployment;
         let mut out = Exposition::default();
         out.family(
@@ -194,6 +196,7 @@ impl Metrics {
             }
         }
         render_state(&mut out, snapshot);
+        render_store(&mut out, store, peers);
         for (name, help, counter) in [
             (
                 "portico_geoip_reloads_total",
@@ -229,6 +232,101 @@ impl Exposition {
             let _ = write!(self.0, "{{{}}}", pairs.join(","));
         }
         let _ = writeln!(self.0, " {value}");
+    }
+}
+
+fn render_store(out: &mut Exposition, store: &NodeStatus, peers: &[PeerState]) {
+    let is_leader = u64::from(store.leader == store.id && store.id != 0);
+    for (name, kind, help, value) in [
+        (
+            "portico_store_leader",
+            "gauge",
+            "1 when this node is the raft leader.",
+            is_leader,
+        ),
+        (
+            "portico_store_leader_id",
+            "gauge",
+            "The leader this node knows (0: none).",
+            store.leader,
+        ),
+        ("portico_store_term", "gauge", "Raft term.", store.term),
+        (
+            "portico_store_commit_index",
+            "gauge",
+            "Raft commit index.",
+            store.commit,
+        ),
+        (
+            "portico_store_applied_index",
+            "gauge",
+            "Index of the last applied entry.",
+            store.applied,
+        ),
+        (
+            "portico_store_degraded",
+            "gauge",
+            "1 while this node has no quorum and answers from its last applied state.",
+            u64::from(store.degraded),
+        ),
+        (
+            "portico_store_proposals_total",
+            "counter",
+            "Proposals made through this node.",
+            store.proposals,
+        ),
+        (
+            "portico_store_proposals_failed_total",
+            "counter",
+            "Proposals refused at once (no leader, dropped).",
+            store.proposals_failed,
+        ),
+        (
+            "portico_store_apply_latency_microseconds",
+            "gauge",
+            "Mean time from proposal to local apply, recent proposals.",
+            store.apply_latency_us,
+        ),
+        (
+            "portico_store_snapshots_total",
+            "counter",
+            "Snapshots taken (log compactions) since start.",
+            store.snapshots_taken,
+        ),
+        (
+            "portico_store_snapshot_index",
+            "gauge",
+            "Index of the latest snapshot.",
+            store.snapshot_index,
+        ),
+        (
+            "portico_store_voters",
+            "gauge",
+            "Voters in the cluster configuration.",
+            store.voters.len() as u64,
+        ),
+        (
+            "portico_store_learners",
+            "gauge",
+            "Learners in the cluster configuration.",
+            store.learners.len() as u64,
+        ),
+    ] {
+        out.family(name, kind, help);
+        out.sample(name, &[], value);
+    }
+    out.family(
+        "portico_store_peer_connected",
+        "gauge",
+        "1 while the raft connection to a peer is up.",
+    );
+    for peer in peers {
+        let id = peer.id.to_string();
+        out.sample(
+            "portico_store_peer_connected",
+            &[("peer", &id), ("address", &peer.address)],
+            u64::from(peer.connected),
+        );
     }
 }
 

@@ -77,6 +77,12 @@ pub async fn rtt(
     Ok(Json(serde_json::json!({ "index": committed.index })))
 }
 
+/// `GET /api/v1/rtt`: the RTT table (site -> client prefix -> RTT), as applied here.
+pub async fn rtt_table(AxumState(ctx): AxumState<AdminContext>) -> Json<serde_json::Value> {
+    let machine = ctx.control.machine();
+    Json(serde_json::json!({ "applied": machine.applied, "rtt": machine.rtt }))
+}
+
 /// `GET /api/v1/store`: raft status, peers, degraded.
 pub async fn status(AxumState(ctx): AxumState<AdminContext>) -> Json<serde_json::Value> {
     let status = ctx.store.status();

@@ -5,6 +5,8 @@
 //! What it is not: a mock of anything. Binaries come from `target/<profile>/` (the test
 //! command builds them first with `cargo build --workspace --bins`).
 
+pub mod relay;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -102,6 +104,7 @@ pub fn free_port(ip: &str) -> u16 {
 #[derive(Debug)]
 pub struct DnsNode {
     child: Child,
+    args: Vec<String>,
     pub dns: SocketAddr,
     pub dns_v6: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
@@ -113,86 +116,66 @@ impl DnsNode {
     /// Starts `gslb-dns` on `config` (TOML text) listening on 127.0.0.1:0 (and [::1]:0 when
     /// `ipv6`), with the admin API on 127.0.0.1:0; waits for its banner.
     pub fn start(config: &str, ipv6: bool) -> DnsNode {
-        let dir = TempDir::new("dns");
-        let path = dir.write("portico.toml", config);
-        let mut command = Command::new(binary("gslb-dns"));
-        command.arg("--config").arg(&path).args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ]);
+        let mut listen = vec!["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
         if ipv6 {
-            command.args(["--listen", "[::1]:0"]);
+            listen.extend(["--listen", "[::1]:0"]);
         }
-        Self::spawn(command, dir)
+        Self::start_with(Some(config), &listen)
     }
 
     /// Starts `gslb-dns` with no configuration file (the embedded default) on ephemeral ports.
     pub fn start_default() -> DnsNode {
-        let dir = TempDir::new("dns");
-        let mut command = Command::new(binary("gslb-dns"));
-        command.args([
-            "--listen",
-            "127.0.0.1:0",
-            "--listen",
-            "[::1]:0",
-            "--admin",
-            "127.0.0.1:0",
-        ]);
-        Self::spawn(command, dir)
+        Self::start_with(
+            None,
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--listen",
+                "[::1]:0",
+                "--admin",
+                "127.0.0.1:0",
+            ],
+        )
     }
 
-    fn spawn(mut command: Command, dir: TempDir) -> DnsNode {
-        let mut child = command
-            .current_dir(dir.path())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start gslb-dns");
-        let stderr = forward_lines(child.stderr.take().expect("stderr"));
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut dns = Vec::new();
-        let mut admin = None;
-        for line in &mut stdout {
-            let line = line.expect("read banner");
-            if let Some(rest) = line.strip_prefix("gslb-dns: authoritative for ") {
-                let list = rest.split(" on ").nth(1).expect("addresses");
-                let list = list.trim_end_matches(" (UDP and TCP)");
-                dns = list
-                    .split(", ")
-                    .map(|a| a.parse().expect("address"))
-                    .collect();
-            }
-            if let Some(rest) = line.strip_prefix("admin API: http://") {
-                admin = Some(
-                    rest.split('/')
-                        .next()
-                        .unwrap()
-                        .parse()
-                        .expect("admin address"),
-                );
-            }
-            if line.starts_with("try:") {
-                break;
-            }
+    /// Starts `gslb-dns` in a fresh directory (its working directory, so the store's data
+    /// lands there) with `config` written to `portico.toml` and the extra `args`.
+    pub fn start_with(config: Option<&str>, args: &[&str]) -> DnsNode {
+        let dir = TempDir::new("dns");
+        let mut all: Vec<String> = Vec::new();
+        if let Some(config) = config {
+            let path = dir.write("portico.toml", config);
+            all.extend(["--config".to_owned(), path.display().to_string()]);
         }
-        if dns.is_empty() {
-            let _ = child.kill();
-            let errors: Vec<String> = stderr.try_iter().collect();
-            panic!("gslb-dns did not start:\n{}", errors.join("\n"));
-        }
-        // Keep reading so the pipe never fills.
-        std::thread::spawn(move || stdout.for_each(drop));
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let (child, stderr, dns, admin) = spawn_node(&all, &dir);
         DnsNode {
             child,
+            args: all,
             dns: dns[0],
             dns_v6: dns.iter().copied().find(SocketAddr::is_ipv6),
             admin,
             dir,
             stderr,
         }
+    }
+
+    /// Kills the process with SIGKILL (no clean shutdown) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the process again with the same arguments and directory (the store's data
+    /// survives); ephemeral DNS and admin ports change.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, stderr, dns, admin) = spawn_node(&self.args, &self.dir);
+        self.child = child;
+        self.stderr = stderr;
+        self.dns = dns[0];
+        self.dns_v6 = dns.iter().copied().find(SocketAddr::is_ipv6);
+        self.admin = admin;
     }
 
     /// `dig @node -p port <args> +time=2 +tries=1`.
@@ -214,6 +197,13 @@ impl DnsNode {
         http(self.admin.expect("admin API enabled"), method, path, body)
     }
 
+    /// A JSON GET of the admin API.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.http("GET", path, None);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
     /// Lines the node logged so far.
     pub fn logs(&self) -> Vec<String> {
         self.stderr.try_iter().collect()
@@ -222,6 +212,61 @@ impl DnsNode {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+type Spawned = (
+    Child,
+    mpsc::Receiver<String>,
+    Vec<SocketAddr>,
+    Option<SocketAddr>,
+);
+
+/// Runs `gslb-dns` with `args` in `dir` and reads its banner for the bound addresses.
+fn spawn_node(args: &[String], dir: &TempDir) -> Spawned {
+    let mut child = Command::new(binary("gslb-dns"))
+        .args(args)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gslb-dns");
+    let stderr = forward_lines(child.stderr.take().expect("stderr"));
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut dns = Vec::new();
+    let mut admin = None;
+    for line in &mut stdout {
+        let line = line.expect("read banner");
+        if let Some(rest) = line.strip_prefix("gslb-dns: authoritative for ") {
+            let list = rest.split(" on ").nth(1).expect("addresses");
+            let list = list.trim_end_matches(" (UDP and TCP)");
+            dns = list
+                .split(", ")
+                .map(|a| a.parse().expect("address"))
+                .collect();
+        }
+        if let Some(rest) = line.strip_prefix("admin API: http://") {
+            admin = Some(
+                rest.split('/')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .expect("admin address"),
+            );
+        }
+        if line.starts_with("try:") {
+            break;
+        }
+    }
+    if dns.is_empty() {
+        let _ = child.kill();
+        std::thread::sleep(Duration::from_millis(100));
+        let errors: Vec<String> = stderr.try_iter().collect();
+        panic!("gslb-dns did not start:\n{}", errors.join("\n"));
+    }
+    // Keep reading so the pipe never fills.
+    std::thread::spawn(move || stdout.for_each(drop));
+    (child, stderr, dns, admin)
 }
 
 impl Drop for DnsNode {
@@ -322,18 +367,27 @@ pub fn udp_exchange(server: SocketAddr, packet: &[u8], wait: Duration) -> Option
 
 /// A minimal HTTP/1.1 client (one request per connection) for the admin API.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to the admin API");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    try_http(addr, method, path, body)
+        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"))
+}
+
+/// [`http`] that reports connection errors instead of panicking.
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let body = body.unwrap_or("");
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(request.as_bytes()).expect("send request");
+    stream.write_all(request.as_bytes())?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
+    stream.read_to_string(&mut response)?;
     let status = response
         .split_whitespace()
         .nth(1)
@@ -348,7 +402,7 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (
         owned = dechunk(payload);
         payload = &owned;
     }
-    (status, payload.to_owned())
+    Ok((status, payload.to_owned()))
 }
 
 fn dechunk(mut body: &str) -> String {

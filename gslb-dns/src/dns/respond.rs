@@ -214,6 +214,9 @@ impl Context<'_> {
             {
                 return self.explain_answer(service, owner, w, answer);
             }
+            if node.status && matches!(qtype, rtype::TXT | rtype::ANY) {
+                return self.status_answer(owner, w);
+            }
             match (&node.cname_target, qtype) {
                 (Some(target), t) if t != rtype::CNAME && t != rtype::ANY => {
                     let set = node
@@ -287,22 +290,49 @@ impl Context<'_> {
             // The time the answers were computed at, so the explanation matches them.
             snapshot.built_at,
         );
-        let mut rdata = Vec::new();
         let mut lines = vec![format!(
             "client {} via {}",
             self.client,
             network.as_deref().unwrap_or("no network")
         )];
         lines.extend(explained.summary_lines());
-        for line in lines {
-            let bytes = &line.as_bytes()[..line.len().min(255)];
-            rdata.push(bytes.len() as u8);
-            rdata.extend_from_slice(bytes);
-        }
-        let mut tail = Vec::new();
-        rr_tail(rtype::TXT, 0, &rdata, &mut tail);
-        w.records(owner, 1, &tail, Section::Answer);
+        w.records(owner, 1, &txt_tail(&lines), Section::Answer);
     }
+}
+
+impl Context<'_> {
+    /// `_status.<origin>` TXT: this node's view of the store.
+    fn status_answer(&self, owner: [u8; 2], w: &mut Writer<'_>) {
+        let store = &self.snapshot.store;
+        let lines = [
+            format!(
+                "node {} applied {} leader {} term {}",
+                store.node_id, store.applied, store.leader, store.term
+            ),
+            match store.degraded_since {
+                Some(since) => format!(
+                    "degraded since {} ms: answering from the last applied state",
+                    since.0
+                ),
+                None => "degraded no".to_owned(),
+            },
+            format!("snapshot generation {}", self.snapshot.generation),
+        ];
+        w.records(owner, 1, &txt_tail(&lines), Section::Answer);
+    }
+}
+
+/// A TXT record (TTL 0) of one character string per line, each cut at 255 octets.
+fn txt_tail(lines: &[String]) -> Vec<u8> {
+    let mut rdata = Vec::new();
+    for line in lines {
+        let bytes = &line.as_bytes()[..line.len().min(255)];
+        rdata.push(bytes.len() as u8);
+        rdata.extend_from_slice(bytes);
+    }
+    let mut tail = Vec::new();
+    rr_tail(rtype::TXT, 0, &rdata, &mut tail);
+    tail
 }
 
 /// The RRset answering `qtype` at `node`; ANY gets one RRset (RFC 8482 minimal answer).

@@ -37,21 +37,24 @@ fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
-/// Binds `workers` sockets on `addr` (port 0 picks one port for all) and starts a thread on
-/// each. Returns the bound address and the threads.
-pub fn spawn(
-    addr: SocketAddr,
-    workers: usize,
-    published: Arc<ArcSwap<Snapshot>>,
-    metrics: Arc<Metrics>,
-    stop: Arc<AtomicBool>,
-) -> io::Result<(SocketAddr, Vec<JoinHandle<()>>)> {
+/// Binds `workers` sockets on `addr` (port 0 picks one port for all).
+pub fn bind_all(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
     let first = bind(addr)?;
     let bound = first.local_addr()?;
     let mut sockets = vec![first];
     for _ in 1..workers.max(1) {
         sockets.push(bind(bound)?);
     }
+    Ok(sockets)
+}
+
+/// Starts a worker thread on each socket.
+pub fn spawn(
+    sockets: Vec<UdpSocket>,
+    published: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
     for (i, socket) in sockets.into_iter().enumerate() {
         let published = published.clone();
@@ -63,7 +66,7 @@ pub fn spawn(
                 .spawn(move || serve(socket, published, shard, stop))?,
         );
     }
-    Ok((bound, threads))
+    Ok(threads)
 }
 
 /// Datagrams taken from the socket in one `recvmmsg` and answered in one `sendmmsg`.

@@ -29,6 +29,8 @@ pub struct Node {
     pub cname_target: Option<Vec<u8>>,
     /// `_explain.<service>`: answers TXT with the selection's reasoning.
     pub explain: Option<ServiceId>,
+    /// `_status.<origin>`: answers TXT with the store's state (degraded or not).
+    pub status: bool,
 }
 
 impl Node {
@@ -202,6 +204,14 @@ impl ZoneData {
                     })?;
                 nodes.entry(key(&explain)).or_default().explain = Some(id);
             }
+        }
+        if deployment.dns.debug_queries {
+            let status =
+                DomainName::parse("_status", Some(&zone.origin)).map_err(|e| ZoneError {
+                    owner: zone.origin.to_string(),
+                    message: e.to_string(),
+                })?;
+            nodes.entry(key(&status)).or_default().status = true;
         }
         add_empty_non_terminals(&mut nodes, zone.origin.label_count());
         let mut negative_soa = Vec::new();

@@ -466,7 +466,11 @@ impl Loop {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         *status = NodeStatus {
             id: raft.id,
-            role: format!("{:?}", raft.role).to_lowercase(),
+            role: if self.replica.removed() {
+                "removed".to_owned()
+            } else {
+                format!("{:?}", raft.role).to_lowercase()
+            },
             leader: raft.leader,
             term: raft.term,
             commit: raft.commit,

@@ -77,6 +77,8 @@ pub struct Advanced {
     pub applied: Vec<AppliedEntry>,
     /// The machine changed (entries or a snapshot were applied).
     pub changed: bool,
+    /// A membership change was applied.
+    pub conf_changed: bool,
 }
 
 /// A raft replica with its sled storage and its state machine.
@@ -86,6 +88,9 @@ pub struct Replica {
     deployment: Arc<Deployment>,
     settings: RaftSettings,
     snapshots_taken: u64,
+    /// This node was removed from the cluster: it stays silent (a removed leader would
+    /// otherwise keep the others from electing a new one).
+    removed: bool,
 }
 
 impl std::fmt::Debug for Replica {
@@ -149,6 +154,7 @@ impl Replica {
             deployment,
             settings,
             snapshots_taken: 0,
+            removed: false,
         })
     }
 
@@ -168,11 +174,21 @@ impl Replica {
     }
 
     pub fn tick(&mut self) {
-        self.raw.tick();
+        if !self.removed {
+            self.raw.tick();
+        }
+    }
+
+    /// True once this node applied its own removal from the cluster.
+    pub fn removed(&self) -> bool {
+        self.removed
     }
 
     /// Feeds a message from a peer (a broken one is dropped: raft tolerates loss).
     pub fn step(&mut self, message: Message) {
+        if self.removed {
+            return;
+        }
         if let Err(e) = self.raw.step(message) {
             tracing::debug!(error = %e, "raft message not stepped");
         }
@@ -197,6 +213,11 @@ impl Replica {
 
     /// Proposes a command; on a follower raft forwards it to the leader.
     pub fn propose(&mut self, envelope: &Envelope) -> Result<(), ProposeError> {
+        if self.removed {
+            return Err(ProposeError::Dropped(
+                "this node was removed from the cluster".into(),
+            ));
+        }
         if self.raw.raft.leader_id == raft::INVALID_ID {
             return Err(ProposeError::NoLeader);
         }
@@ -247,9 +268,14 @@ impl Replica {
         out.messages.extend(light.take_messages());
         self.apply_entries(light.take_committed_entries(), &mut out)?;
         self.raw.advance_apply();
+        if self.removed {
+            out.messages.clear();
+        }
         if out.changed {
             self.raw.mut_store().set_applied(self.machine.applied)?;
-            self.maybe_compact()?;
+            // A new node can only restore a snapshot whose configuration names it, so a
+            // membership change always gets a fresh snapshot.
+            self.maybe_compact(out.conf_changed)?;
         }
         Ok(out)
     }
@@ -271,12 +297,14 @@ impl Replica {
                     let conf_state = self.raw.apply_conf_change(&change)?;
                     self.raw.mut_store().set_conf_state(conf_state)?;
                     self.record_addresses(&change);
+                    out.conf_changed = true;
                 }
                 EntryType::EntryConfChange => {
                     let change = raft::prelude::ConfChange::decode(&entry.data[..])
                         .map_err(|e| ReplicaError::Snapshot(e.to_string()))?;
                     let conf_state = self.raw.apply_conf_change(&change)?;
                     self.raw.mut_store().set_conf_state(conf_state)?;
+                    out.conf_changed = true;
                 }
             }
         }
@@ -290,6 +318,12 @@ impl Replica {
             match single.get_change_type() {
                 ConfChangeType::RemoveNode => {
                     self.machine.nodes.remove(&single.node_id);
+                    if single.node_id == self.raw.raft.id {
+                        tracing::warn!(
+                            "this node was removed from the store cluster; it goes silent"
+                        );
+                        self.removed = true;
+                    }
                 }
                 _ => {
                     if let Some(address) = &address {
@@ -323,9 +357,9 @@ impl Replica {
         }
     }
 
-    fn maybe_compact(&mut self) -> Result<(), ReplicaError> {
+    fn maybe_compact(&mut self, force: bool) -> Result<(), ReplicaError> {
         let snapshot_index = self.raw.store().latest_snapshot().get_metadata().index;
-        if self.machine.applied < snapshot_index + self.settings.snapshot_threshold {
+        if !force && self.machine.applied < snapshot_index + self.settings.snapshot_threshold {
             return Ok(());
         }
         let data =

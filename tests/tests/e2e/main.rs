@@ -2,6 +2,7 @@
 //! `unbound`), plus repository checks. One test binary, as hickory-dns does it.
 
 mod admin_api;
+mod cluster;
 mod config_errors;
 mod dns_protocol;
 mod geoip_reload;

@@ -351,3 +351,6 @@ fn apply_rtt(
     }
     Outcome::Applied
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,6 +12,21 @@ use tests::{DnsNode, assert_eventually, free_port};
 
 use crate::CONFIG;
 
+/// A service whose members are health-checked by site agents: stale after 1 s without
+/// reports, NODATA when no site is available.
+const CHECKED_SERVICE: &str = r#"
+[[service]]
+name = "files"
+check = { kind = "tcp", interval = "200ms" }
+stale_after = "1s"
+when_all_down = "nodata"
+members = [
+    { site = "fra", node = "fra-f", address = "127.0.10.21" },
+    { site = "iad", node = "iad-f", address = "127.0.20.21" },
+    { site = "sin", node = "sin-f", address = "127.0.30.21" },
+]
+"#;
+
 struct Cluster {
     nodes: Vec<DnsNode>,
     /// (from, to) -> the relay `from` dials to reach `to` (1-based ids).
@@ -60,7 +75,7 @@ impl Cluster {
                         (n, address, false)
                     })
                     .collect();
-                let config = format!("{CONFIG}{}", store_section(id, &view));
+                let config = format!("{CONFIG}{CHECKED_SERVICE}{}", store_section(id, &view));
                 let ip = format!("127.0.{id}.1");
                 DnsNode::start_with(
                     Some(&config),
@@ -365,4 +380,107 @@ fn a_partitioned_node_degrades_keeps_answering_and_converges_after_healing() {
         cluster.status(3)
     );
     assert_eq!(prefixes(cluster.node(3)), prefixes(cluster.node(1)));
+}
+
+/// A stand-in for the three site agents: every 200 ms, a report that every member of
+/// `files` is up, posted to the first of `targets` that takes it.
+struct Agents {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Agents {
+    fn start(targets: Vec<SocketAddr>) -> Agents {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut sequence = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                sequence += 1;
+                for (site, node) in [("fra", "fra-f"), ("iad", "iad-f"), ("sin", "sin-f")] {
+                    let body = format!(
+                        r#"{{"site":"{site}","agent":"agent-{site}","sequence":{sequence},"sent_at":0,"members":[{{"service":"files","node":"{node}","health":"up","reason":"connect ok"}}]}}"#
+                    );
+                    for target in &targets {
+                        if matches!(
+                            tests::try_http(*target, "POST", "/api/v1/reports", Some(&body)),
+                            Ok((200, _))
+                        ) {
+                            break;
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Agents {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn staleness_is_frozen_while_degraded_and_applies_when_reports_stop() {
+    let cluster = Cluster::start(3);
+    let files = |id: u64| {
+        cluster
+            .node(id)
+            .short(&["-b", "127.2.0.9", "files.storage.example"])
+    };
+    let mut agents = Agents::start(vec![
+        cluster.node(1).admin.unwrap(),
+        cluster.node(2).admin.unwrap(),
+    ]);
+    assert_eventually!(
+        Duration::from_secs(10),
+        (1..=3).all(|id| files(id) == ["127.0.20.21"]),
+        "reports did not make the members eligible"
+    );
+    cluster.isolate(3, true);
+    assert_eventually!(
+        Duration::from_secs(10),
+        cluster.status(3)["degraded"] == true,
+        "node 3 not degraded"
+    );
+    // Well past stale_after: the majority still hears the agents, and the isolated node,
+    // which cannot, keeps its last known good answers instead of failing every site.
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(
+        files(1),
+        ["127.0.20.21"],
+        "the majority side sees fresh reports"
+    );
+    assert_eq!(
+        files(3),
+        ["127.0.20.21"],
+        "staleness frozen on the degraded node"
+    );
+    cluster.isolate(3, false);
+    assert_eventually!(
+        Duration::from_secs(10),
+        cluster.status(3)["degraded"] == false,
+        "node 3 still degraded"
+    );
+    // Agents stop reporting: after stale_after every node treats every site as down.
+    agents.stop();
+    assert_eventually!(
+        Duration::from_secs(5),
+        (1..=3).all(|id| files(id).is_empty()),
+        "stale sites still answered: {:?}",
+        (1..=3).map(files).collect::<Vec<_>>()
+    );
 }

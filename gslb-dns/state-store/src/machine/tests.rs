@@ -1,0 +1,343 @@
+//! Golden tests of the pure `apply`: a list of commands in, the machine (and its projection
+//! onto the deployment) out.
+
+use std::sync::Arc;
+
+use topology::wire::{
+    AdminAction, AgentReport, Command, Envelope, MemberObservation, RttReport, RttSample, Target,
+    WIRE_VERSION,
+};
+use topology::{AdminState, Config, Deployment, Health, Timestamp};
+
+use super::*;
+use Health::{Down, Up};
+
+const CONFIG: &str = r#"
+[zone]
+origin = "storage.example."
+ns = ["ns1"]
+
+[[site]]
+name = "fra"
+[[site]]
+name = "iad"
+
+[[service]]
+name = "s3"
+check = { kind = "s3", interval = "500ms" }
+members = [
+    { site = "fra", node = "fra-1", address = "127.0.10.1" },
+    { site = "fra", node = "fra-2", address = "127.0.10.2" },
+    { site = "iad", node = "iad-1", address = "127.0.20.1" },
+]
+
+[[service]]
+name = "static"
+members = [{ site = "fra", node = "f", address = "127.0.10.9" }]
+"#;
+
+fn deployment() -> Arc<Deployment> {
+    Arc::new(
+        Config::from_toml(CONFIG, 1)
+            .expect("test config")
+            .deployment,
+    )
+}
+
+fn envelope(at: u64, command: Command) -> Envelope {
+    Envelope {
+        version: WIRE_VERSION,
+        id: format!("t-{at}"),
+        proposed_at: Timestamp(at),
+        command,
+    }
+}
+
+fn report(
+    site: &str,
+    agent: &str,
+    sequence: u64,
+    members: &[(&str, Health, &str, u32)],
+) -> Command {
+    Command::AgentReport(AgentReport {
+        site: site.into(),
+        agent: agent.into(),
+        sequence,
+        sent_at: Timestamp(sequence),
+        members: members
+            .iter()
+            .map(|(node, health, reason, weight)| MemberObservation {
+                service: "s3".into(),
+                node: (*node).into(),
+                health: *health,
+                reason: (*reason).into(),
+                latency_us: Some(900),
+                weight_percent: *weight,
+            })
+            .collect(),
+    })
+}
+
+fn admin(target: Target, admin: AdminState) -> Command {
+    Command::Admin(AdminAction {
+        target,
+        admin,
+        who: "ops".into(),
+        why: "test".into(),
+    })
+}
+
+fn member(service: &str, node: &str) -> Target {
+    Target::Member {
+        service: service.into(),
+        node: node.into(),
+    }
+}
+
+/// Applies `commands` (proposed at 1000, 2000, ...) and returns the machine and outcomes.
+fn run(commands: Vec<Command>) -> (Machine, Vec<Outcome>) {
+    let deployment = deployment();
+    let mut machine = Machine::default();
+    let outcomes = commands
+        .into_iter()
+        .enumerate()
+        .map(|(i, command)| {
+            let index = i as u64 + 2;
+            apply(
+                &deployment,
+                &mut machine,
+                index,
+                &envelope((i as u64 + 1) * 1000, command),
+            )
+        })
+        .collect();
+    (machine, outcomes)
+}
+
+/// The projected health, admin state and weight of a member.
+fn projected(machine: &Machine, service: &str, node: &str) -> (Health, AdminState, u32) {
+    let deployment = deployment();
+    let state = machine.state(&deployment);
+    let id = deployment.member_by_name(service, node).expect("member");
+    let m = state.member(id);
+    (m.health, m.admin, m.weight_percent)
+}
+
+#[test]
+fn golden_apply() {
+    use Health::Unknown;
+    struct Case {
+        name: &'static str,
+        commands: Vec<Command>,
+        outcomes: Vec<bool>,
+        expect: Vec<(&'static str, &'static str, (Health, AdminState, u32))>,
+    }
+    let active = AdminState::Active;
+    let cases = vec![
+        Case {
+            name: "nothing applied: checked members unknown, unchecked statically up",
+            commands: vec![],
+            outcomes: vec![],
+            expect: vec![
+                ("s3", "fra-1", (Unknown, active, 100)),
+                ("static", "f", (Up, active, 100)),
+            ],
+        },
+        Case {
+            name: "a report sets health and load-feedback weight",
+            commands: vec![report(
+                "fra",
+                "agent-fra",
+                1,
+                &[
+                    ("fra-1", Up, "ok", 100),
+                    ("fra-2", Down, "404 bucket gone", 100),
+                ],
+            )],
+            outcomes: vec![true],
+            expect: vec![
+                ("s3", "fra-1", (Up, active, 100)),
+                ("s3", "fra-2", (Down, active, 100)),
+            ],
+        },
+        Case {
+            name: "an older or repeated sequence is ignored",
+            commands: vec![
+                report("fra", "agent-fra", 5, &[("fra-1", Up, "ok", 60)]),
+                report("fra", "agent-fra", 5, &[("fra-1", Down, "dup", 100)]),
+                report("fra", "agent-fra", 4, &[("fra-1", Down, "old", 100)]),
+            ],
+            outcomes: vec![true, false, false],
+            expect: vec![("s3", "fra-1", (Up, active, 60))],
+        },
+        Case {
+            name: "an agent cannot speak for another site's members",
+            commands: vec![report(
+                "fra",
+                "agent-fra",
+                1,
+                &[("fra-1", Up, "ok", 100), ("iad-1", Down, "lies", 100)],
+            )],
+            outcomes: vec![false],
+            expect: vec![
+                ("s3", "fra-1", (Up, active, 100)),
+                ("s3", "iad-1", (Unknown, active, 100)),
+            ],
+        },
+        Case {
+            name: "a report for an unknown site is ignored",
+            commands: vec![report("ams", "agent-ams", 1, &[])],
+            outcomes: vec![false],
+            expect: vec![],
+        },
+        Case {
+            name: "admin actions on a member, then undone",
+            commands: vec![
+                admin(member("s3", "fra-1"), AdminState::Drained),
+                admin(member("s3", "fra-2"), AdminState::ForcedDown),
+                admin(member("s3", "fra-1"), AdminState::Active),
+            ],
+            outcomes: vec![true, true, true],
+            expect: vec![
+                ("s3", "fra-1", (Unknown, active, 100)),
+                ("s3", "fra-2", (Unknown, AdminState::ForcedDown, 100)),
+            ],
+        },
+        Case {
+            name: "an admin action on a service reaches every member",
+            commands: vec![admin(
+                Target::Service {
+                    service: "s3".into(),
+                },
+                AdminState::Maintenance,
+            )],
+            outcomes: vec![true],
+            expect: vec![
+                ("s3", "fra-1", (Unknown, AdminState::Maintenance, 100)),
+                ("s3", "iad-1", (Unknown, AdminState::Maintenance, 100)),
+                ("static", "f", (Up, active, 100)),
+            ],
+        },
+        Case {
+            name: "unknown targets are ignored",
+            commands: vec![
+                admin(member("s3", "nope"), AdminState::Drained),
+                admin(Target::Site { site: "ams".into() }, AdminState::Drained),
+                admin(
+                    Target::Service {
+                        service: "nfs".into(),
+                    },
+                    AdminState::Drained,
+                ),
+            ],
+            outcomes: vec![false, false, false],
+            expect: vec![],
+        },
+        Case {
+            name: "a service without a check stays up whatever is reported",
+            commands: vec![],
+            outcomes: vec![],
+            expect: vec![("static", "f", (Up, active, 100))],
+        },
+    ];
+    for case in cases {
+        let (machine, outcomes) = run(case.commands);
+        let applied: Vec<bool> = outcomes.iter().map(|o| *o == Outcome::Applied).collect();
+        assert_eq!(
+            applied, case.outcomes,
+            "{}: outcomes {outcomes:?}",
+            case.name
+        );
+        for (service, node, expected) in case.expect {
+            assert_eq!(
+                projected(&machine, service, node),
+                expected,
+                "{}: {service}/{node}",
+                case.name
+            );
+        }
+    }
+}
+
+#[test]
+fn reports_stamp_the_site_with_the_proposers_clock_and_record_history() {
+    let (machine, _) = run(vec![
+        report("fra", "agent-fra", 1, &[("fra-1", Up, "ok", 100)]),
+        report("fra", "agent-fra", 2, &[("fra-1", Up, "ok", 100)]),
+        report("fra", "agent-fra", 3, &[("fra-1", Down, "timeout", 100)]),
+        admin(Target::Site { site: "iad".into() }, AdminState::Drained),
+    ]);
+    assert_eq!(machine.sites["fra"].last_report, Some(Timestamp(3000)));
+    assert_eq!(machine.sites["iad"].admin, AdminState::Drained);
+    assert_eq!(machine.agents["agent-fra"].sequence, 3);
+    let history: Vec<(String, String)> = machine
+        .history
+        .iter()
+        .map(|c| (c.target.clone(), c.change.clone()))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            ("member s3/fra-1".into(), "health up: ok".into()),
+            ("member s3/fra-1".into(), "health down: timeout".into()),
+            ("site iad".into(), "admin drained".into()),
+        ],
+        "only changes are recorded, not repeated reports"
+    );
+    assert_eq!(machine.history[2].who, "ops");
+    assert_eq!(machine.applied, 5);
+    let deployment = deployment();
+    let state = machine.state(&deployment);
+    let fra = deployment.site_by_name("fra").unwrap();
+    assert_eq!(state.site(fra).last_report, Some(Timestamp(3000)));
+}
+
+#[test]
+fn rtt_samples_keep_the_latest_per_prefix() {
+    let sample = |prefix: &str, rtt_us| RttSample {
+        prefix: prefix.parse().unwrap(),
+        rtt_us,
+        samples: 3,
+    };
+    let (machine, outcomes) = run(vec![
+        Command::RttSamples(RttReport {
+            site: "fra".into(),
+            samples: vec![
+                sample("198.51.100.7/24", 900),
+                sample("2001:db8::/56", 1500),
+            ],
+        }),
+        Command::RttSamples(RttReport {
+            site: "fra".into(),
+            samples: vec![sample("198.51.100.0/24", 700)],
+        }),
+        Command::RttSamples(RttReport {
+            site: "ams".into(),
+            samples: vec![sample("198.51.100.0/24", 1)],
+        }),
+    ]);
+    assert_eq!(outcomes[2], Outcome::Ignored("no site \"ams\"".into()));
+    let fra = &machine.rtt["fra"];
+    assert_eq!(
+        fra.len(),
+        2,
+        "prefixes are truncated to their network: {fra:?}"
+    );
+    assert_eq!(fra[&"198.51.100.0/24".parse().unwrap()].rtt_us, 700);
+}
+
+#[test]
+fn apply_is_deterministic_and_snapshots_round_trip() {
+    let commands = || {
+        vec![
+            report("fra", "agent-fra", 1, &[("fra-1", Up, "ok", 80)]),
+            admin(member("s3", "fra-2"), AdminState::Drained),
+            report("iad", "agent-iad", 1, &[("iad-1", Down, "503", 100)]),
+        ]
+    };
+    let (a, _) = run(commands());
+    let (b, _) = run(commands());
+    assert_eq!(a, b);
+    let restored: Machine = serde_json::from_slice(&serde_json::to_vec(&a).unwrap()).unwrap();
+    assert_eq!(restored, a);
+}

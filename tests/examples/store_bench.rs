@@ -1,0 +1,267 @@
+//! Store benchmark: three real gslb-dns processes on 127.0.N.1 form the raft store; agent
+//! reports are posted over HTTP and their arrival watched on every node.
+//!
+//! 1. Report-to-applied latency: one report at a time, to the nodes in turn; each node's
+//!    watch stream (`/api/v1/watch`) tells when it applied the report's index.
+//! 2. Sustained reports per second: `CLIENTS` concurrent agents post for `SECONDS`; the
+//!    store batches whatever is queued into one raft entry batch and one flush.
+//!
+//! Run with `bench/store/run.sh` (release build). Knobs: REPORTS (default 300), CLIENTS
+//! (32), SECONDS (5).
+#![allow(clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tests::{DnsNode, free_port, try_http};
+
+const CONFIG: &str = r#"
+[zone]
+origin = "storage.example."
+ns = ["ns1"]
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[site]]
+name = "fra"
+[[site]]
+name = "iad"
+[[site]]
+name = "sin"
+
+[[service]]
+name = "s3"
+check = { kind = "s3", interval = "500ms" }
+members = [
+    { site = "fra", node = "fra-1", address = "127.0.10.1" },
+    { site = "iad", node = "iad-1", address = "127.0.20.1" },
+    { site = "sin", node = "sin-1", address = "127.0.30.1" },
+]
+"#;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn report(site: &str, agent: &str, sequence: u64) -> String {
+    format!(
+        r#"{{"site":"{site}","agent":"{agent}","sequence":{sequence},"sent_at":{sequence},"members":[{{"service":"s3","node":"{site}-1","health":"up","reason":"ok","latency_us":{}}}]}}"#,
+        sequence % 1000
+    )
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Follows a node's watch stream, recording when each applied index is first seen.
+fn watch(admin: SocketAddr, seen: Arc<Mutex<BTreeMap<u64, Instant>>>, stop: Arc<AtomicBool>) {
+    let mut stream = TcpStream::connect(admin).expect("watch connect");
+    write!(stream, "GET /api/v1/watch HTTP/1.1\r\nHost: {admin}\r\n\r\n").expect("watch request");
+    stream.set_read_timeout(Some(Duration::from_millis(200))).ok();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) => {
+                if let Some((_, rest)) = line.split_once("\"index\":")
+                    && let Some(index) = rest.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse::<u64>().ok())
+                {
+                    seen.lock().unwrap().entry(index).or_insert_with(Instant::now);
+                }
+            }
+            Err(_) => continue,
+        }
+    }
+}
+
+fn main() {
+    let reports = env("REPORTS", 300);
+    let clients = env("CLIENTS", 32);
+    let seconds = env("SECONDS", 5);
+    let raft: Vec<SocketAddr> = (1..=3)
+        .map(|i| {
+            let ip = format!("127.0.{i}.1");
+            format!("{ip}:{}", free_port(&ip)).parse().unwrap()
+        })
+        .collect();
+    let nodes_toml: Vec<String> = raft.iter().enumerate().map(|(i, a)| format!("{{ id = {}, raft = \"{a}\" }}", i + 1)).collect();
+    let nodes: Vec<DnsNode> = (1..=3)
+        .map(|id| {
+            let config = format!(
+                "{CONFIG}\n[store]\nnode_id = {id}\ndata_dir = \"data\"\nnodes = [{}]\n",
+                nodes_toml.join(", ")
+            );
+            let ip = format!("127.0.{id}.1");
+            DnsNode::start_with(Some(&config), &["--listen", &format!("{ip}:0"), "--admin", &format!("{ip}:0")])
+        })
+        .collect();
+    let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin.expect("admin")).collect();
+    // Wait for a leader.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !admins.iter().all(|a| {
+        try_http(*a, "GET", "/api/v1/store", None).is_ok_and(|(_, b)| !b.contains("\"leader\":0"))
+    }) {
+        assert!(Instant::now() < deadline, "no leader");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // 1. Latency.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Vec<Arc<Mutex<BTreeMap<u64, Instant>>>> = (0..3).map(|_| Arc::new(Mutex::new(BTreeMap::new()))).collect();
+    let watchers: Vec<_> = admins
+        .iter()
+        .zip(&seen)
+        .map(|(admin, seen)| {
+            let (admin, seen, stop) = (*admin, seen.clone(), stop.clone());
+            std::thread::spawn(move || watch(admin, seen, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut posted = Vec::new();
+    for i in 0..reports {
+        let target = admins[(i % 3) as usize];
+        let site = ["fra", "iad", "sin"][(i % 3) as usize];
+        let start = Instant::now();
+        let (status, body) = try_http(target, "POST", "/api/v1/reports", Some(&report(site, &format!("lat-{site}"), i + 1))).expect("post");
+        assert_eq!(status, 200, "{body}");
+        let index: u64 = body.split(|c: char| !c.is_ascii_digit()).find(|s| !s.is_empty()).and_then(|s| s.parse().ok()).expect("index");
+        posted.push((index, start));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let mut per_node: Vec<Vec<Duration>> = vec![Vec::new(); 3];
+    let mut all_nodes = Vec::new();
+    for (index, start) in &posted {
+        let mut slowest = Duration::ZERO;
+        for (node, seen) in seen.iter().enumerate() {
+            let seen = seen.lock().unwrap();
+            let at = seen.range(index..).next().map(|(_, at)| *at);
+            let latency = at.map_or(Duration::from_secs(9), |at| at.saturating_duration_since(*start));
+            per_node[node].push(latency);
+            slowest = slowest.max(latency);
+        }
+        all_nodes.push(slowest);
+    }
+    for w in watchers {
+        let _ = w.join();
+    }
+    println!("## Store: report-to-applied latency ({reports} reports, one at a time, posted to the nodes in turn)\n");
+    println!("| node | p50 | p99 | max |\n|---|---:|---:|---:|");
+    for (i, latencies) in per_node.iter_mut().enumerate() {
+        latencies.sort();
+        println!("| node {} | {:.2} ms | {:.2} ms | {:.2} ms |", i + 1, ms(percentile(latencies, 0.5)), ms(percentile(latencies, 0.99)), ms(*latencies.last().unwrap()));
+    }
+    all_nodes.sort();
+    println!("| all three (slowest node per report) | {:.2} ms | {:.2} ms | {:.2} ms |\n", ms(percentile(&all_nodes, 0.5)), ms(percentile(&all_nodes, 0.99)), ms(*all_nodes.last().unwrap()));
+
+    // 2. Throughput.
+    let pids: Vec<u32> = nodes.iter().map(DnsNode::pid).collect();
+    let cpu_before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let committed = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + Duration::from_secs(seconds);
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let (committed, failed, admins) = (committed.clone(), failed.clone(), admins.clone());
+            std::thread::spawn(move || {
+                let site = ["fra", "iad", "sin"][(c % 3) as usize];
+                let agent = format!("load-{c}");
+                let mut client = KeepAlive {
+                    addr: admins[(c % 3) as usize],
+                    reader: None,
+                };
+                let mut sequence = 0;
+                while Instant::now() < end {
+                    sequence += 1;
+                    match client.post("/api/v1/reports", &report(site, &agent, sequence)) {
+                        Ok(200) => committed.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu_after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let cpu_seconds = (cpu_after - cpu_before) as f64 / 100.0;
+    let done = committed.load(Ordering::Relaxed);
+    println!("## Store: sustained agent reports ({clients} concurrent agents, kept-alive HTTP, {seconds} s, posted to all three nodes)\n");
+    println!("| committed reports/s | failed | CPU of the 3 nodes (cores) | CPU per report |\n|---:|---:|---:|---:|");
+    println!(
+        "| {:.0} | {} | {:.2} | {:.0} µs |",
+        done as f64 / elapsed,
+        failed.load(Ordering::Relaxed),
+        cpu_seconds / elapsed,
+        cpu_seconds * 1e6 / done.max(1) as f64
+    );
+}
+
+/// An HTTP/1.1 client on one kept-alive connection, as an agent would keep it.
+struct KeepAlive {
+    addr: SocketAddr,
+    reader: Option<BufReader<TcpStream>>,
+}
+
+impl KeepAlive {
+    fn post(&mut self, path: &str, body: &str) -> std::io::Result<u16> {
+        if self.reader.is_none() {
+            self.reader = Some(BufReader::new(TcpStream::connect(self.addr)?));
+        }
+        let reader = self.reader.as_mut().expect("connected");
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        let result = (|| {
+            reader.get_mut().write_all(request.as_bytes())?;
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let mut length = 0usize;
+            loop {
+                line.clear();
+                reader.read_line(&mut line)?;
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            std::io::Read::read_exact(reader, &mut body)?;
+            Ok(status)
+        })();
+        if result.is_err() {
+            self.reader = None;
+        }
+        result
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

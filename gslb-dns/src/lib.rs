@@ -151,6 +151,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         tasks.push(tokio::spawn(state_store::transport::serve(
             listener,
             store.node.handle(),
+            store.tls.clone(),
             shutdown_rx.clone(),
         )));
     }

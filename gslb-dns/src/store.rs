@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use state_store::{
-    Membership, Node, NodeAddress, NodeOptions, NodeStatus, RaftSettings, TcpTransport,
+    Membership, Node, NodeAddress, NodeOptions, NodeStatus, RaftSettings, TcpTransport, Tls,
 };
 use tokio::sync::watch;
 use topology::Deployment;
@@ -22,6 +22,8 @@ pub struct Store {
     pub transport: Arc<TcpTransport>,
     /// This node's raft address when the cluster has more than one node.
     pub raft_listen: Option<std::net::SocketAddr>,
+    /// Mutual TLS between nodes, when `store.tls` is configured.
+    pub tls: Option<Tls>,
 }
 
 impl std::fmt::Debug for Store {
@@ -38,8 +40,19 @@ impl Store {
     pub fn open(deployment: Arc<Deployment>) -> anyhow::Result<Store> {
         let settings = &deployment.store;
         let data_dir = PathBuf::from(&settings.data_dir).join(format!("node-{}", settings.node_id));
+        let tls = match &settings.tls {
+            None => None,
+            Some(files) => Some(
+                Tls::load(files.cert.as_ref(), files.key.as_ref(), files.ca.as_ref())
+                    .context("cannot load the store's TLS files")?,
+            ),
+        };
         let (handle, inputs) = state_store::node::channel();
-        let transport = TcpTransport::new(handle.clone(), tokio::runtime::Handle::current());
+        let transport = TcpTransport::new(
+            handle.clone(),
+            tokio::runtime::Handle::current(),
+            tls.clone(),
+        );
         for peer in settings.nodes.iter().filter(|n| n.id != settings.node_id) {
             transport.set_peer(peer.id, &peer.raft.to_string());
         }
@@ -67,6 +80,7 @@ impl Store {
             node,
             transport,
             raft_listen: settings.this_node().map(|n| n.raft),
+            tls,
         })
     }
 

@@ -45,7 +45,10 @@ members = [
 "#;
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn report(site: &str, agent: &str, sequence: u64) -> String {
@@ -57,8 +60,20 @@ fn report(site: &str, agent: &str, sequence: u64) -> String {
 
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -71,8 +86,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Follows a node's watch stream, recording when each applied index is first seen.
 fn watch(admin: SocketAddr, seen: Arc<Mutex<BTreeMap<u64, Instant>>>, stop: Arc<AtomicBool>) {
     let mut stream = TcpStream::connect(admin).expect("watch connect");
-    write!(stream, "GET /api/v1/watch HTTP/1.1\r\nHost: {admin}\r\n\r\n").expect("watch request");
-    stream.set_read_timeout(Some(Duration::from_millis(200))).ok();
+    write!(
+        stream,
+        "GET /api/v1/watch HTTP/1.1\r\nHost: {admin}\r\n\r\n"
+    )
+    .expect("watch request");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .ok();
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     while !stop.load(Ordering::Relaxed) {
@@ -81,9 +102,15 @@ fn watch(admin: SocketAddr, seen: Arc<Mutex<BTreeMap<u64, Instant>>>, stop: Arc<
             Ok(0) => return,
             Ok(_) => {
                 if let Some((_, rest)) = line.split_once("\"index\":")
-                    && let Some(index) = rest.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse::<u64>().ok())
+                    && let Some(index) = rest
+                        .split(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
                 {
-                    seen.lock().unwrap().entry(index).or_insert_with(Instant::now);
+                    seen.lock()
+                        .unwrap()
+                        .entry(index)
+                        .or_insert_with(Instant::now);
                 }
             }
             Err(_) => continue,
@@ -101,7 +128,11 @@ fn main() {
             format!("{ip}:{}", free_port(&ip)).parse().unwrap()
         })
         .collect();
-    let nodes_toml: Vec<String> = raft.iter().enumerate().map(|(i, a)| format!("{{ id = {}, raft = \"{a}\" }}", i + 1)).collect();
+    let nodes_toml: Vec<String> = raft
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{{ id = {}, raft = \"{a}\" }}", i + 1))
+        .collect();
     let nodes: Vec<DnsNode> = (1..=3)
         .map(|id| {
             let config = format!(
@@ -109,7 +140,15 @@ fn main() {
                 nodes_toml.join(", ")
             );
             let ip = format!("127.0.{id}.1");
-            DnsNode::start_with(Some(&config), &["--listen", &format!("{ip}:0"), "--admin", &format!("{ip}:0")])
+            DnsNode::start_with(
+                Some(&config),
+                &[
+                    "--listen",
+                    &format!("{ip}:0"),
+                    "--admin",
+                    &format!("{ip}:0"),
+                ],
+            )
         })
         .collect();
     let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin.expect("admin")).collect();
@@ -124,7 +163,9 @@ fn main() {
 
     // 1. Latency.
     let stop = Arc::new(AtomicBool::new(false));
-    let seen: Vec<Arc<Mutex<BTreeMap<u64, Instant>>>> = (0..3).map(|_| Arc::new(Mutex::new(BTreeMap::new()))).collect();
+    let seen: Vec<Arc<Mutex<BTreeMap<u64, Instant>>>> = (0..3)
+        .map(|_| Arc::new(Mutex::new(BTreeMap::new())))
+        .collect();
     let watchers: Vec<_> = admins
         .iter()
         .zip(&seen)
@@ -139,9 +180,19 @@ fn main() {
         let target = admins[(i % 3) as usize];
         let site = ["fra", "iad", "sin"][(i % 3) as usize];
         let start = Instant::now();
-        let (status, body) = try_http(target, "POST", "/api/v1/reports", Some(&report(site, &format!("lat-{site}"), i + 1))).expect("post");
+        let (status, body) = try_http(
+            target,
+            "POST",
+            "/api/v1/reports",
+            Some(&report(site, &format!("lat-{site}"), i + 1)),
+        )
+        .expect("post");
         assert_eq!(status, 200, "{body}");
-        let index: u64 = body.split(|c: char| !c.is_ascii_digit()).find(|s| !s.is_empty()).and_then(|s| s.parse().ok()).expect("index");
+        let index: u64 = body
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|s| !s.is_empty())
+            .and_then(|s| s.parse().ok())
+            .expect("index");
         posted.push((index, start));
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -154,7 +205,9 @@ fn main() {
         for (node, seen) in seen.iter().enumerate() {
             let seen = seen.lock().unwrap();
             let at = seen.range(index..).next().map(|(_, at)| *at);
-            let latency = at.map_or(Duration::from_secs(9), |at| at.saturating_duration_since(*start));
+            let latency = at.map_or(Duration::from_secs(9), |at| {
+                at.saturating_duration_since(*start)
+            });
             per_node[node].push(latency);
             slowest = slowest.max(latency);
         }
@@ -163,14 +216,27 @@ fn main() {
     for w in watchers {
         let _ = w.join();
     }
-    println!("## Store: report-to-applied latency ({reports} reports, one at a time, posted to the nodes in turn)\n");
+    println!(
+        "## Store: report-to-applied latency ({reports} reports, one at a time, posted to the nodes in turn)\n"
+    );
     println!("| node | p50 | p99 | max |\n|---|---:|---:|---:|");
     for (i, latencies) in per_node.iter_mut().enumerate() {
         latencies.sort();
-        println!("| node {} | {:.2} ms | {:.2} ms | {:.2} ms |", i + 1, ms(percentile(latencies, 0.5)), ms(percentile(latencies, 0.99)), ms(*latencies.last().unwrap()));
+        println!(
+            "| node {} | {:.2} ms | {:.2} ms | {:.2} ms |",
+            i + 1,
+            ms(percentile(latencies, 0.5)),
+            ms(percentile(latencies, 0.99)),
+            ms(*latencies.last().unwrap())
+        );
     }
     all_nodes.sort();
-    println!("| all three (slowest node per report) | {:.2} ms | {:.2} ms | {:.2} ms |\n", ms(percentile(&all_nodes, 0.5)), ms(percentile(&all_nodes, 0.99)), ms(*all_nodes.last().unwrap()));
+    println!(
+        "| all three (slowest node per report) | {:.2} ms | {:.2} ms | {:.2} ms |\n",
+        ms(percentile(&all_nodes, 0.5)),
+        ms(percentile(&all_nodes, 0.99)),
+        ms(*all_nodes.last().unwrap())
+    );
 
     // 2. Throughput.
     let pids: Vec<u32> = nodes.iter().map(DnsNode::pid).collect();
@@ -207,8 +273,12 @@ fn main() {
     let cpu_after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
     let cpu_seconds = (cpu_after - cpu_before) as f64 / 100.0;
     let done = committed.load(Ordering::Relaxed);
-    println!("## Store: sustained agent reports ({clients} concurrent agents, kept-alive HTTP, {seconds} s, posted to all three nodes)\n");
-    println!("| committed reports/s | failed | CPU of the 3 nodes (cores) | CPU per report |\n|---:|---:|---:|---:|");
+    println!(
+        "## Store: sustained agent reports ({clients} concurrent agents, kept-alive HTTP, {seconds} s, posted to all three nodes)\n"
+    );
+    println!(
+        "| committed reports/s | failed | CPU of the 3 nodes (cores) | CPU per report |\n|---:|---:|---:|---:|"
+    );
     println!(
         "| {:.0} | {} | {:.2} | {:.0} µs |",
         done as f64 / elapsed,
@@ -239,7 +309,11 @@ impl KeepAlive {
             reader.get_mut().write_all(request.as_bytes())?;
             let mut line = String::new();
             reader.read_line(&mut line)?;
-            let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let status = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             let mut length = 0usize;
             loop {
                 line.clear();

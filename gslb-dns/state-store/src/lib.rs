@@ -13,6 +13,7 @@ pub mod machine;
 pub mod node;
 pub mod replica;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 
 pub use machine::{Machine, NodeAddress, Outcome, apply};
@@ -23,4 +24,5 @@ pub use replica::{
     Advanced, AppliedEntry, ProposeError, RaftSettings, Replica, ReplicaError, ReplicaStatus,
 };
 pub use storage::{SledStorage, StorageFault};
+pub use tls::{Tls, TlsError};
 pub use transport::{PeerState, TcpTransport};

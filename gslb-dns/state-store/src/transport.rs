@@ -1,5 +1,5 @@
-//! Raft messages between nodes over TCP: length-delimited frames (a 4-octet big-endian
-//! length, then the protobuf message). One task and one bounded queue per peer, so a slow or
+//! Raft messages between nodes over TCP, with mutual TLS when configured: length-delimited
+//! frames (a 4-octet big-endian length, then the protobuf message). One task and one bounded queue per peer, so a slow or
 //! dead peer never blocks the others: when its queue is full, messages to it are dropped
 //! (raft retransmits), and a dropped or failed snapshot is reported to raft.
 
@@ -10,12 +10,15 @@ use std::time::Duration;
 
 use prost::Message as _;
 use raft::prelude::{Message, MessageType};
+use rustls_pki_types::ServerName;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsConnector;
 
 use crate::node::{NodeHandle, Outbox};
+use crate::tls::Tls;
 
 /// Messages queued per peer before new ones are dropped.
 const QUEUE: usize = 4096;
@@ -42,6 +45,7 @@ pub struct TcpTransport {
     handle: NodeHandle,
     runtime: tokio::runtime::Handle,
     peers: Mutex<HashMap<u64, Peer>>,
+    tls: Option<Tls>,
 }
 
 impl std::fmt::Debug for TcpTransport {
@@ -55,11 +59,17 @@ fn is_snapshot(message: &Message) -> bool {
 }
 
 impl TcpTransport {
-    pub fn new(handle: NodeHandle, runtime: tokio::runtime::Handle) -> Arc<TcpTransport> {
+    /// A transport that dials peers in plain TCP, or with mutual TLS when `tls` is given.
+    pub fn new(
+        handle: NodeHandle,
+        runtime: tokio::runtime::Handle,
+        tls: Option<Tls>,
+    ) -> Arc<TcpTransport> {
         Arc::new(TcpTransport {
             handle,
             runtime,
             peers: Mutex::new(HashMap::new()),
+            tls,
         })
     }
 
@@ -84,6 +94,7 @@ impl TcpTransport {
             receiver,
             connected.clone(),
             self.handle.clone(),
+            self.tls.as_ref().map(|t| t.connector.clone()),
         ));
         peers.insert(
             id,
@@ -148,17 +159,22 @@ async fn send_loop(
     mut receiver: mpsc::Receiver<Message>,
     connected: Arc<AtomicBool>,
     handle: NodeHandle,
+    tls: Option<TlsConnector>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let stream = match tokio::time::timeout(
-            Duration::from_secs(1),
-            TcpStream::connect(&address),
-        )
-        .await
-        {
-            Ok(Ok(stream)) => stream,
-            _ => {
+        let failed = match connect(&address, tls.as_ref()).await {
+            Ok(Stream::Plain(stream)) => {
+                connected.store(true, Ordering::Relaxed);
+                backoff = Duration::from_millis(50);
+                pump(BufWriter::new(stream), &mut receiver, &handle, id).await
+            }
+            Ok(Stream::Tls(stream)) => {
+                connected.store(true, Ordering::Relaxed);
+                backoff = Duration::from_millis(50);
+                pump(BufWriter::new(*stream), &mut receiver, &handle, id).await
+            }
+            Err(e) => {
                 handle.report_unreachable(id);
                 // What queued meanwhile is stale; raft sends again when it must.
                 while let Ok(message) = receiver.try_recv() {
@@ -166,45 +182,68 @@ async fn send_loop(
                         handle.report_snapshot(id, false);
                     }
                 }
+                tracing::debug!(peer = id, %address, error = %e, "cannot reach raft peer");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        connected.store(true, Ordering::Relaxed);
-        backoff = Duration::from_millis(50);
-        let mut writer = BufWriter::new(stream);
-        let failed = loop {
-            let Some(message) = receiver.recv().await else {
-                return;
-            };
-            if let Err(e) = write_frame(&mut writer, &message, &handle, id).await {
-                break e;
-            }
-            // Send everything already queued in one flush.
-            let mut error = None;
-            while let Ok(message) = receiver.try_recv() {
-                if let Err(e) = write_frame(&mut writer, &message, &handle, id).await {
-                    error = Some(e);
-                    break;
-                }
-            }
-            if let Some(e) = error {
-                break e;
-            }
-            if let Err(e) = writer.flush().await {
-                break e;
-            }
-        };
+        let Some(failed) = failed else { return };
         tracing::debug!(peer = id, %address, error = %failed, "raft connection lost; reconnecting");
         connected.store(false, Ordering::Relaxed);
         handle.report_unreachable(id);
     }
 }
 
-async fn write_frame(
-    writer: &mut BufWriter<TcpStream>,
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+async fn connect(address: &str, tls: Option<&TlsConnector>) -> std::io::Result<Stream> {
+    let stream = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(address))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = stream.set_nodelay(true);
+    let Some(connector) = tls else {
+        return Ok(Stream::Plain(stream));
+    };
+    let ip = stream.peer_addr()?.ip();
+    let name = ServerName::IpAddress(ip.into());
+    let stream = tokio::time::timeout(Duration::from_secs(2), connector.connect(name, stream))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+        })??;
+    Ok(Stream::Tls(Box::new(stream)))
+}
+
+/// Writes queued messages until the connection fails (`Some(error)`) or the queue closes.
+async fn pump<W: AsyncWrite + Unpin>(
+    mut writer: BufWriter<W>,
+    receiver: &mut mpsc::Receiver<Message>,
+    handle: &NodeHandle,
+    id: u64,
+) -> Option<std::io::Error> {
+    loop {
+        let message = receiver.recv().await?;
+        if let Err(e) = write_frame(&mut writer, &message, handle, id).await {
+            return Some(e);
+        }
+        // Send everything already queued in one flush.
+        while let Ok(message) = receiver.try_recv() {
+            if let Err(e) = write_frame(&mut writer, &message, handle, id).await {
+                return Some(e);
+            }
+        }
+        if let Err(e) = writer.flush().await {
+            return Some(e);
+        }
+    }
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut BufWriter<W>,
     message: &Message,
     handle: &NodeHandle,
     id: u64,
@@ -216,16 +255,24 @@ async fn write_frame(
     }
     .await;
     if is_snapshot(message) {
-        if result.is_ok() {
-            writer.flush().await?;
-        }
+        let result = match result {
+            Ok(()) => writer.flush().await,
+            Err(e) => Err(e),
+        };
         handle.report_snapshot(id, result.is_ok());
+        return result;
     }
     result
 }
 
-/// Accepts peers' connections and feeds their messages to the node until `shutdown`.
-pub async fn serve(listener: TcpListener, handle: NodeHandle, mut shutdown: watch::Receiver<bool>) {
+/// Accepts peers' connections (with mutual TLS when `tls` is given) and feeds their
+/// messages to the node until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    handle: NodeHandle,
+    tls: Option<Tls>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -235,11 +282,30 @@ pub async fn serve(listener: TcpListener, handle: NodeHandle, mut shutdown: watc
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let _ = stream.set_nodelay(true);
         let handle = handle.clone();
+        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let served = async {
+                match acceptor {
+                    None => receive(stream, &handle).await,
+                    Some(acceptor) => {
+                        let stream =
+                            tokio::time::timeout(Duration::from_secs(2), acceptor.accept(stream))
+                                .await
+                                .map_err(|_| {
+                                    std::io::Error::new(
+                                        std::io::ErrorKind::TimedOut,
+                                        "TLS handshake timed out",
+                                    )
+                                })??;
+                        receive(stream, &handle).await
+                    }
+                }
+            };
             tokio::select! {
-                result = receive(stream, &handle) => {
+                result = served => {
                     if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "raft peer connection closed");
                     }
@@ -250,8 +316,7 @@ pub async fn serve(listener: TcpListener, handle: NodeHandle, mut shutdown: watc
     }
 }
 
-async fn receive(mut stream: TcpStream, handle: &NodeHandle) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
+async fn receive<R: AsyncRead + Unpin>(mut stream: R, handle: &NodeHandle) -> std::io::Result<()> {
     let mut buffer = Vec::new();
     loop {
         let len = stream.read_u32().await? as usize;

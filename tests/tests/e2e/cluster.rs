@@ -484,3 +484,91 @@ fn staleness_is_frozen_while_degraded_and_applies_when_reports_stop() {
         (1..=3).map(files).collect::<Vec<_>>()
     );
 }
+
+/// A CA and node certificates (IP SANs) written as PEM files into `dir`.
+fn certificates(dir: &tests::TempDir, ca_name: &str, nodes: &[(u64, &str)]) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, ca_name);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca_path = dir.write(&format!("{ca_name}.pem"), ca.pem());
+    for (id, ip) in nodes {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("store node {id}"));
+        params.subject_alt_names = vec![SanType::IpAddress(ip.parse().unwrap())];
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        dir.write(&format!("node-{id}.pem"), cert.pem());
+        dir.write(&format!("node-{id}.key"), key.serialize_pem());
+    }
+    ca_path.display().to_string()
+}
+
+#[test]
+fn mutual_tls_between_nodes_admits_only_the_clusters_ca() {
+    let pki = tests::TempDir::new("pki");
+    let ips: Vec<String> = (1..=3).map(|i| format!("127.0.{i}.1")).collect();
+    let ca = certificates(&pki, "portico-ca", &[(1, &ips[0]), (2, &ips[1])]);
+    // Node 3's certificate comes from another CA: the others must refuse it.
+    let rogue_ca = certificates(&pki, "rogue-ca", &[(3, &ips[2])]);
+    let raft: Vec<(u64, SocketAddr, bool)> = (1..=3)
+        .map(|i| {
+            (
+                i,
+                format!(
+                    "{}:{}",
+                    ips[i as usize - 1],
+                    free_port(&ips[i as usize - 1])
+                )
+                .parse()
+                .unwrap(),
+                false,
+            )
+        })
+        .collect();
+    let nodes: Vec<DnsNode> = (1..=3u64)
+        .map(|id| {
+            let ca_file = if id == 3 { &rogue_ca } else { &ca };
+            let tls = format!(
+                "tls = {{ cert = \"{0}/node-{id}.pem\", key = \"{0}/node-{id}.key\", ca = \"{ca_file}\" }}\n",
+                pki.path().display()
+            );
+            let config = format!("{CONFIG}{}{tls}", store_section(id, &raft));
+            let ip = &ips[id as usize - 1];
+            DnsNode::start_with(Some(&config), &["--listen", &format!("{ip}:0"), "--admin", &format!("{ip}:0")])
+        })
+        .collect();
+    let status = |id: usize| nodes[id - 1].get_json("/api/v1/store")["node"].clone();
+    assert_eventually!(
+        Duration::from_secs(10),
+        status(1)["leader"] != 0 && status(1)["leader"] == status(2)["leader"],
+        "nodes 1 and 2 formed no quorum over TLS: {} {}",
+        status(1),
+        status(2)
+    );
+    let (code, body) = nodes[0].http("POST", "/api/v1/sites/fra/drain", None);
+    assert_eq!(code, 200, "{body}");
+    assert_eventually!(
+        Duration::from_secs(5),
+        nodes[1].short(&["-b", "127.1.0.9", "s3.storage.example"]) == ["127.0.20.1", "127.0.20.2"],
+        "the drain did not replicate over TLS"
+    );
+    // The rogue node never joins: it learns no leader and never applies the drain.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        status(3)["leader"],
+        0,
+        "a node with a foreign CA joined: {}",
+        status(3)
+    );
+    assert_eq!(
+        nodes[2].short(&["-b", "127.1.0.9", "s3.storage.example"]),
+        ["127.0.10.1", "127.0.10.2"]
+    );
+}

@@ -41,22 +41,27 @@ fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))
 }
 
+/// Proposes what a site's agent or proxy sent, once the site is known.
+async fn ingest(
+    ctx: &AdminContext,
+    site: &str,
+    command: Command,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if ctx.control.deployment().site_by_name(site).is_none() {
+        return Err(ApiError::NotFound(format!("no site {site:?}")));
+    }
+    let committed = propose(ctx, command).await?;
+    Ok(Json(serde_json::json!({ "index": committed.index })))
+}
+
 /// `POST /api/v1/reports`: a site agent's report.
 pub async fn report(
     AxumState(ctx): AxumState<AdminContext>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let report: AgentReport = json(&body)?;
-    if ctx
-        .control
-        .deployment()
-        .site_by_name(&report.site)
-        .is_none()
-    {
-        return Err(ApiError::NotFound(format!("no site {:?}", report.site)));
-    }
-    let committed = propose(&ctx, Command::AgentReport(report)).await?;
-    Ok(Json(serde_json::json!({ "index": committed.index })))
+    let site = report.site.clone();
+    ingest(&ctx, &site, Command::AgentReport(report)).await
 }
 
 /// `POST /api/v1/rtt`: a proxy's RTT aggregates.
@@ -65,16 +70,8 @@ pub async fn rtt(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let report: RttReport = json(&body)?;
-    if ctx
-        .control
-        .deployment()
-        .site_by_name(&report.site)
-        .is_none()
-    {
-        return Err(ApiError::NotFound(format!("no site {:?}", report.site)));
-    }
-    let committed = propose(&ctx, Command::RttSamples(report)).await?;
-    Ok(Json(serde_json::json!({ "index": committed.index })))
+    let site = report.site.clone();
+    ingest(&ctx, &site, Command::RttSamples(report)).await
 }
 
 /// `GET /api/v1/rtt`: the RTT table (site -> client prefix -> RTT), as applied here.

@@ -198,9 +198,6 @@ pub fn next_staleness_deadline(
     state: &State,
     now: Timestamp,
 ) -> Option<Timestamp> {
-    if state.freeze_staleness {
-        return None;
-    }
     deployment
         .services
         .iter()

@@ -168,7 +168,7 @@ fn verdict(
         Health::Unknown => return Err(Ineligible::Unknown),
     }
     let service = deployment.service(member.service);
-    if service.check.is_some() && !state.freeze_staleness {
+    if service.check.is_some() {
         let age = site.last_report.map(|t| now.saturating_since(t));
         if age.is_none_or(|age| age > service.stale_after.as_millis() as u64) {
             return Err(Ineligible::SiteStale(age));

@@ -66,9 +66,6 @@ pub struct SiteState {
 pub struct State {
     pub members: Vec<MemberState>,
     pub sites: Vec<SiteState>,
-    /// Staleness is frozen (not evaluated) while this is set: a node that lost quorum keeps
-    /// serving its last known good state instead of failing every site.
-    pub freeze_staleness: bool,
 }
 
 impl State {
@@ -103,7 +100,6 @@ impl State {
                     last_report: None,
                 })
                 .collect(),
-            freeze_staleness: false,
         }
     }
 

@@ -115,11 +115,9 @@ fn golden_ineligible_reasons() {
         ("dual", AAAA, &[], "fra-4", Err(Ineligible::OtherFamily)),
         ("dual", AAAA, &[], "fra-6", Ok(100)),
         ("chk", A, &[], "fra-1", Err(Ineligible::Unknown)),
-        ("chk", A, &[Freeze], "fra-1", Err(Ineligible::Unknown)),
         ("chk", A, &[Up("fra-1")], "fra-1", Err(Ineligible::SiteStale(None))),
         ("chk", A, &[Up("fra-1"), Report("fra", 2001)], "fra-1", Err(Ineligible::SiteStale(Some(2001)))),
         ("chk", A, &[Up("fra-1"), Report("fra", 2000)], "fra-1", Ok(100)),
-        ("chk", A, &[Up("fra-1"), Report("fra", 2001), Freeze], "fra-1", Ok(100)),
         // Load feedback has no say over staleness or health: the member must be up too.
         ("chk", A, &[Down("fra-1"), Report("fra", 0)], "fra-1", Err(Ineligible::Down("probe failed".into()))),
     ];

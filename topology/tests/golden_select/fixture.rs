@@ -110,7 +110,6 @@ pub enum Tweak {
     AllDown,
     /// Every member of the service drained (an admin action on the service).
     AllDrain,
-    Freeze,
 }
 pub use Tweak::*;
 
@@ -176,7 +175,6 @@ pub fn state_with(d: &Deployment, service: ServiceId, tweaks: &[Tweak]) -> State
             }
             Pct(node, percent) => state.member_mut(member(node)).weight_percent = percent,
             Report(s, age) => state.site_mut(site(s)).last_report = Some(Timestamp(NOW.0 - age)),
-            Freeze => state.freeze_staleness = true,
         }
     }
     state

@@ -9,10 +9,12 @@
 //! What it is not: it opens no socket or file and reads no clock (time is passed in as a
 //! [`Timestamp`]); it knows nothing of DNS wire formats, GeoIP databases, raft or HTTP.
 
+pub mod agent_check;
 pub mod classes;
 pub mod config;
 pub mod explain;
 pub mod geo;
+pub mod hysteresis;
 pub mod model;
 pub mod name;
 pub mod prefix;

@@ -7,6 +7,7 @@ mod config_errors;
 mod dns_protocol;
 mod geoip_reload;
 mod malformed;
+mod probes;
 mod resolver;
 mod tidy;
 

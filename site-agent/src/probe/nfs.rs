@@ -1,0 +1,135 @@
+//! `nfs`: an ONC RPC NULL call (RFC 5531) to the NFS program over TCP with record marking.
+//! It proves the RPC layer serves NFS of the expected version; PROG_UNAVAIL and
+//! PROG_MISMATCH are failures.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+
+use super::{Verdict, connect, read_exact};
+
+/// The NFS program number.
+pub const NFS_PROGRAM: u32 = 100_003;
+
+/// The NULL call: record mark, xid, CALL, RPC version 2, program, version, procedure 0,
+/// AUTH_NONE credential and verifier.
+pub fn null_call(xid: u32, program: u32, version: u32) -> Vec<u8> {
+    let words = [xid, 0, 2, program, version, 0, 0, 0, 0, 0];
+    let mut call = (0x8000_0000u32 | 40).to_be_bytes().to_vec();
+    for word in words {
+        call.extend_from_slice(&word.to_be_bytes());
+    }
+    call
+}
+
+/// Judges a reply record (without its record mark) to the call `xid`.
+pub fn judge_reply(xid: u32, reply: &[u8]) -> Result<(), String> {
+    let word = |i: usize| -> Result<u32, String> {
+        reply
+            .get(i * 4..i * 4 + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| "short RPC reply".to_owned())
+    };
+    if word(0)? != xid {
+        return Err("RPC reply to another call".into());
+    }
+    if word(1)? != 1 {
+        return Err("not an RPC reply".into());
+    }
+    match word(2)? {
+        0 => {}
+        1 => return Err("RPC call denied".into()),
+        other => return Err(format!("RPC reply status {other}")),
+    }
+    // Accepted: verifier (flavor, length, body), then the accept status.
+    let verifier_len = word(4)? as usize;
+    let status_at = 5 + verifier_len.div_ceil(4);
+    match word(status_at)? {
+        0 => Ok(()),
+        1 => Err("PROG_UNAVAIL: no NFS service".into()),
+        2 => Err(format!(
+            "PROG_MISMATCH: versions {}..{} only",
+            word(status_at + 1).unwrap_or(0),
+            word(status_at + 2).unwrap_or(0)
+        )),
+        3 => Err("PROC_UNAVAIL".into()),
+        4 => Err("GARBAGE_ARGS".into()),
+        5 => Err("SYSTEM_ERR".into()),
+        other => Err(format!("RPC accept status {other}")),
+    }
+}
+
+/// Sends NULL to `program`/`version` at `target` and checks the reply.
+pub async fn probe(target: SocketAddr, program: u32, version: u32) -> Verdict {
+    let started = Instant::now();
+    let result = async {
+        let mut stream = connect(target).await?;
+        let xid = 0x5054_0000 | (started.elapsed().subsec_nanos() & 0xFFFF);
+        stream
+            .write_all(&null_call(xid, program, version))
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut mark = [0u8; 4];
+        read_exact(&mut stream, &mut mark).await?;
+        let len = (u32::from_be_bytes(mark) & 0x7FFF_FFFF) as usize;
+        if len > 4096 {
+            return Err(format!("RPC record of {len} octets"));
+        }
+        let mut reply = vec![0u8; len];
+        read_exact(&mut stream, &mut reply).await?;
+        judge_reply(xid, &reply)
+    }
+    .await;
+    match result {
+        Ok(()) => Verdict::ok(started),
+        Err(reason) => Verdict::fail(started, reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(xid: u32, words: &[u32]) -> Vec<u8> {
+        std::iter::once(xid)
+            .chain(words.iter().copied())
+            .flat_map(u32::to_be_bytes)
+            .collect()
+    }
+
+    #[test]
+    fn the_null_call_matches_the_wire_format() {
+        let call = null_call(7, NFS_PROGRAM, 3);
+        assert_eq!(call.len(), 44);
+        assert_eq!(&call[..4], &[0x80, 0, 0, 40]);
+        assert_eq!(&call[4..8], &7u32.to_be_bytes());
+        assert_eq!(&call[16..20], &100_003u32.to_be_bytes());
+        assert_eq!(&call[20..24], &3u32.to_be_bytes());
+        assert!(call[24..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn golden_replies() {
+        let cases: Vec<(Vec<u8>, Result<(), &str>)> = vec![
+            (reply(9, &[1, 0, 0, 0, 0]), Ok(())),
+            (reply(9, &[1, 0, 0, 0, 1]), Err("PROG_UNAVAIL")),
+            (
+                reply(9, &[1, 0, 0, 0, 2, 4, 4]),
+                Err("PROG_MISMATCH: versions 4..4"),
+            ),
+            (reply(9, &[1, 1, 0]), Err("denied")),
+            (reply(8, &[1, 0, 0, 0, 0]), Err("another call")),
+            (reply(9, &[0, 0]), Err("not an RPC reply")),
+            (reply(9, &[1, 0]), Err("short")),
+            (reply(9, &[1, 0, 1, 8, 0, 0, 0]), Ok(())),
+        ];
+        for (bytes, expected) in cases {
+            match (judge_reply(9, &bytes), expected) {
+                (Ok(()), Ok(())) => {}
+                (Err(got), Err(fragment)) => assert!(got.contains(fragment), "{got} vs {fragment}"),
+                (got, expected) => panic!("{bytes:?}: got {got:?}, expected {expected:?}"),
+            }
+        }
+    }
+}

@@ -106,3 +106,126 @@ fn smb_negotiate_up_hung_and_stopped() {
     assert!(!verdict.ok);
     assert_eq!(verdict.reason, "refused", "{verdict:?}");
 }
+
+/// A real S3 node (s3s-fs, which checks SigV4) as its own process, so it can be stopped.
+struct S3Node {
+    child: Child,
+    addr: SocketAddr,
+    root: TempDir,
+}
+
+const ACCESS_KEY: &str = "PORTICOTESTKEY";
+const SECRET_KEY: &str = "portico/test/secret";
+
+impl S3Node {
+    fn start(ip: &str) -> S3Node {
+        use std::io::BufRead;
+        let root = TempDir::new("s3");
+        std::fs::create_dir_all(root.path().join("bucket")).unwrap();
+        let mut child = Command::new(tests::binary("s3-node"))
+            .args([
+                "--listen",
+                &format!("{ip}:0"),
+                "--access-key",
+                ACCESS_KEY,
+                "--secret-key",
+                SECRET_KEY,
+            ])
+            .arg(root.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3-node");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("s3-node address");
+        S3Node { child, addr, root }
+    }
+
+    fn signal(&self, signal: &str) {
+        Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+}
+
+impl Drop for S3Node {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn s3_check(secret: &str) -> site_agent::probe::s3::S3Check {
+    site_agent::probe::s3::S3Check {
+        bucket: "bucket".into(),
+        region: "us-east-1".into(),
+        credentials: site_agent::sigv4::Credentials {
+            access_key: ACCESS_KEY.into(),
+            secret_key: secret.into(),
+            session_token: None,
+        },
+        virtual_host: None,
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn s3_probe_reasons_and_hysteresis_against_a_real_s3_node() {
+    use site_agent::probe::s3;
+    use topology::Health;
+    use topology::hysteresis::Hysteresis;
+    let rt = runtime();
+    let node = S3Node::start("127.0.10.41");
+    let timeout = Duration::from_millis(400);
+    let probe = |secret: &str| {
+        rt.block_on(bounded(
+            timeout,
+            s3::probe(node.addr, &s3_check(secret), now()),
+        ))
+    };
+    let verdict = probe(SECRET_KEY);
+    assert!(verdict.ok, "signed HEAD bucket: {verdict:?}");
+    assert!(
+        probe("wrong-secret").reason.starts_with("403"),
+        "wrong credentials"
+    );
+    std::fs::remove_dir_all(node.root.path().join("bucket")).unwrap();
+    assert_eq!(probe(SECRET_KEY).reason, "404 bucket gone");
+    std::fs::create_dir_all(node.root.path().join("bucket")).unwrap();
+    assert!(probe(SECRET_KEY).ok, "bucket back");
+    // Hung (kill -STOP): each probe costs one timeout; fall 2 takes the member down.
+    let (rise, fall) = (2, 2);
+    let mut hysteresis = Hysteresis::default();
+    assert_eq!(hysteresis.observe(true, rise, fall), None);
+    assert_eq!(hysteresis.observe(true, rise, fall), Some(Health::Up));
+    node.signal("-STOP");
+    for expected in [None, Some(Health::Down)] {
+        let verdict = probe(SECRET_KEY);
+        assert_eq!(verdict.reason, "timeout");
+        assert_eq!(hysteresis.observe(verdict.ok, rise, fall), expected);
+    }
+    // kill -CONT: up again after `rise` successes.
+    node.signal("-CONT");
+    for expected in [None, Some(Health::Up)] {
+        let verdict = probe(SECRET_KEY);
+        assert!(verdict.ok, "{verdict:?}");
+        assert_eq!(hysteresis.observe(verdict.ok, rise, fall), expected);
+    }
+}

@@ -6,5 +6,6 @@
 //! SigV4 signer the S3 probe uses. What it is not yet: the scheduler and the reporting loop
 //! (issue 4 continues); the binary still validates the configuration and exits.
 
+pub mod feedback;
 pub mod probe;
 pub mod sigv4;

@@ -229,3 +229,48 @@ fn s3_probe_reasons_and_hysteresis_against_a_real_s3_node() {
         assert_eq!(hysteresis.observe(verdict.ok, rise, fall), expected);
     }
 }
+
+/// An agent-check responder that sends `reply` to every connection, as a storage node's
+/// load-feedback agent does.
+fn responder(reply: &'static str) -> SocketAddr {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    addr
+}
+
+#[test]
+fn agent_check_words_from_a_live_responder() {
+    use site_agent::feedback::read_feedback;
+    use topology::agent_check::{AgentAdmin, AgentHealth};
+    let rt = runtime();
+    let timeout = Duration::from_millis(300);
+    let read = |reply: &'static str| rt.block_on(read_feedback(responder(reply), timeout));
+    let cases: Vec<(&'static str, Option<u32>, Option<AgentAdmin>, Option<AgentHealth>)> = vec![
+        ("75%\n", Some(75), None, None),
+        ("up 50%\n", Some(50), None, Some(AgentHealth::Up)),
+        ("drain\n", None, Some(AgentAdmin::Drain), None),
+        ("maint\n", None, Some(AgentAdmin::Maint), None),
+        ("ready\n", None, Some(AgentAdmin::Ready), None),
+        ("down #disk full\n", None, None, Some(AgentHealth::Down)),
+        ("fail\n", None, None, Some(AgentHealth::Down)),
+        ("stopped\n", None, None, Some(AgentHealth::Down)),
+        ("maxconn:10 up\n", None, None, Some(AgentHealth::Up)),
+    ];
+    for (reply, weight, admin, health) in cases {
+        let feedback = read(reply).unwrap_or_else(|e| panic!("{reply:?}: {e}"));
+        assert_eq!((feedback.weight_percent, feedback.admin, feedback.health), (weight, admin, health), "{reply:?}");
+    }
+    assert_eq!(read("down #disk full\n").unwrap().reason.as_deref(), Some("disk full"));
+    assert!(read("down#x\n").unwrap_err().contains("unknown agent word"), "HAProxy rejects down#x");
+    // Nobody listening: an error for the caller to log, not a verdict on health.
+    let closed = free_port("127.0.0.1");
+    let unreachable = rt.block_on(read_feedback(format!("127.0.0.1:{closed}").parse().unwrap(), timeout));
+    assert!(unreachable.unwrap_err().contains("unreachable"));
+}

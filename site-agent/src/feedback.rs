@@ -17,7 +17,10 @@ pub async fn read_feedback(target: SocketAddr, timeout: Duration) -> Result<Agen
         let mut line = Vec::new();
         let mut chunk = [0u8; 256];
         loop {
-            let n = stream.read(&mut chunk).await.map_err(|e| format!("agent read: {e}"))?;
+            let n = stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("agent read: {e}"))?;
             if n == 0 {
                 break;
             }

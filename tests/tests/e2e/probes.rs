@@ -54,10 +54,10 @@ impl Smbd {
     }
 
     fn signal(&self, signal: &str) {
-        Command::new("kill")
+        let _ = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -151,10 +151,10 @@ impl S3Node {
     }
 
     fn signal(&self, signal: &str) {
-        Command::new("kill")
+        let _ = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -252,7 +252,12 @@ fn agent_check_words_from_a_live_responder() {
     let rt = runtime();
     let timeout = Duration::from_millis(300);
     let read = |reply: &'static str| rt.block_on(read_feedback(responder(reply), timeout));
-    let cases: Vec<(&'static str, Option<u32>, Option<AgentAdmin>, Option<AgentHealth>)> = vec![
+    let cases: Vec<(
+        &'static str,
+        Option<u32>,
+        Option<AgentAdmin>,
+        Option<AgentHealth>,
+    )> = vec![
         ("75%\n", Some(75), None, None),
         ("up 50%\n", Some(50), None, Some(AgentHealth::Up)),
         ("drain\n", None, Some(AgentAdmin::Drain), None),
@@ -265,12 +270,25 @@ fn agent_check_words_from_a_live_responder() {
     ];
     for (reply, weight, admin, health) in cases {
         let feedback = read(reply).unwrap_or_else(|e| panic!("{reply:?}: {e}"));
-        assert_eq!((feedback.weight_percent, feedback.admin, feedback.health), (weight, admin, health), "{reply:?}");
+        assert_eq!(
+            (feedback.weight_percent, feedback.admin, feedback.health),
+            (weight, admin, health),
+            "{reply:?}"
+        );
     }
-    assert_eq!(read("down #disk full\n").unwrap().reason.as_deref(), Some("disk full"));
-    assert!(read("down#x\n").unwrap_err().contains("unknown agent word"), "HAProxy rejects down#x");
+    assert_eq!(
+        read("down #disk full\n").unwrap().reason.as_deref(),
+        Some("disk full")
+    );
+    assert!(
+        read("down#x\n").unwrap_err().contains("unknown agent word"),
+        "HAProxy rejects down#x"
+    );
     // Nobody listening: an error for the caller to log, not a verdict on health.
     let closed = free_port("127.0.0.1");
-    let unreachable = rt.block_on(read_feedback(format!("127.0.0.1:{closed}").parse().unwrap(), timeout));
+    let unreachable = rt.block_on(read_feedback(
+        format!("127.0.0.1:{closed}").parse().unwrap(),
+        timeout,
+    ));
     assert!(unreachable.unwrap_err().contains("unreachable"));
 }

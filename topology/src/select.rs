@@ -81,6 +81,10 @@ pub enum Ineligible {
     Drained,
     Maintenance,
     ForcedDown,
+    /// The node's load-feedback agent said `drain`.
+    AgentDrained,
+    /// The node's load-feedback agent said `maint`.
+    AgentMaintenance,
     SiteDrained,
     SiteMaintenance,
     SiteForcedDown,
@@ -98,6 +102,8 @@ impl std::fmt::Display for Ineligible {
             Ineligible::Drained => write!(f, "drained"),
             Ineligible::Maintenance => write!(f, "in maintenance"),
             Ineligible::ForcedDown => write!(f, "forced down"),
+            Ineligible::AgentDrained => write!(f, "drained by its load-feedback agent"),
+            Ineligible::AgentMaintenance => write!(f, "in maintenance by its load-feedback agent"),
             Ineligible::SiteDrained => write!(f, "site drained"),
             Ineligible::SiteMaintenance => write!(f, "site in maintenance"),
             Ineligible::SiteForcedDown => write!(f, "site forced down"),
@@ -158,6 +164,13 @@ fn verdict(
         AdminState::Drained => return Err(Ineligible::Drained),
         AdminState::Maintenance => return Err(Ineligible::Maintenance),
         AdminState::ForcedDown => return Err(Ineligible::ForcedDown),
+    }
+    match ms.agent_admin {
+        AdminState::Active => {}
+        AdminState::Drained => return Err(Ineligible::AgentDrained),
+        AdminState::Maintenance | AdminState::ForcedDown => {
+            return Err(Ineligible::AgentMaintenance);
+        }
     }
     if strictness == Strictness::IgnoreHealth {
         return Ok(weight.max(1));

@@ -28,9 +28,10 @@ pub enum Health {
 }
 
 /// What an operator (or the node's own load-feedback agent) decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AdminState {
+    #[default]
     Active,
     /// No new answers; existing clients finish.
     Drained,
@@ -49,6 +50,9 @@ pub struct MemberState {
     /// Load-feedback weight in percent of the configured weight (100 = as configured).
     pub weight_percent: u32,
     pub admin: AdminState,
+    /// What the node's own load-feedback agent asked for (`drain`, `maint`); only the agent
+    /// undoes it (`ready`).
+    pub agent_admin: AdminState,
     /// Smoothed probe latency in microseconds, when probes report one.
     pub latency_us: Option<u32>,
 }
@@ -88,6 +92,7 @@ impl State {
                         .into(),
                         weight_percent: 100,
                         admin: AdminState::Active,
+                        agent_admin: AdminState::Active,
                         latency_us: None,
                     }
                 })

@@ -63,6 +63,10 @@ pub struct MemberObservation {
     /// Load-feedback weight in percent (100 = as configured).
     #[serde(default = "hundred")]
     pub weight_percent: u32,
+    /// What the node's load-feedback agent asked for: `drained` or `maintenance` until it
+    /// says `ready` again.
+    #[serde(default)]
+    pub agent_admin: AdminState,
 }
 
 fn hundred() -> u32 {

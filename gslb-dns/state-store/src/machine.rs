@@ -23,6 +23,9 @@ pub struct MemberRecord {
     pub latency_us: Option<u32>,
     pub weight_percent: u32,
     pub admin: AdminState,
+    /// Set by the node's load-feedback agent through its site agent's reports.
+    #[serde(default)]
+    pub agent_admin: AdminState,
     /// When the health last changed (the proposing node's clock).
     pub changed_at: Option<Timestamp>,
 }
@@ -35,6 +38,7 @@ impl Default for MemberRecord {
             latency_us: None,
             weight_percent: 100,
             admin: AdminState::Active,
+            agent_admin: AdminState::Active,
             changed_at: None,
         }
     }
@@ -140,6 +144,7 @@ impl Machine {
                 *target = MemberState {
                     weight_percent: record.weight_percent,
                     admin: record.admin,
+                    agent_admin: record.agent_admin,
                     latency_us: record.latency_us,
                     ..target.clone()
                 };
@@ -240,22 +245,30 @@ fn apply_report(
         }
         let key = member_key(&observation.service, &observation.node);
         let record = machine.members.entry(key.clone()).or_default();
-        let health_changed = record.health != observation.health;
+        let mut changes = Vec::new();
         record.reason = observation.reason.clone();
         record.latency_us = observation.latency_us;
         record.weight_percent = observation.weight_percent;
-        if health_changed {
+        if record.agent_admin != observation.agent_admin {
+            record.agent_admin = observation.agent_admin;
+            let change = format!("agent admin {:?}", observation.agent_admin).to_lowercase();
+            changes.push((change, "load feedback"));
+        }
+        if record.health != observation.health {
             record.health = observation.health;
             record.changed_at = Some(at);
             let change =
                 format!("health {:?}: {}", observation.health, observation.reason).to_lowercase();
+            changes.push((change, "agent report"));
+        }
+        for (change, why) in changes {
             machine.record(
                 index,
                 at,
                 format!("member {key}"),
                 change,
                 &report.agent,
-                "agent report",
+                why,
             );
         }
     }

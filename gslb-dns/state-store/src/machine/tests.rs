@@ -73,6 +73,7 @@ fn report(
                 reason: (*reason).into(),
                 latency_us: Some(900),
                 weight_percent: *weight,
+                agent_admin: AdminState::Active,
             })
             .collect(),
     })
@@ -290,6 +291,61 @@ fn reports_stamp_the_site_with_the_proposers_clock_and_record_history() {
     let state = machine.state(&deployment);
     let fra = deployment.site_by_name("fra").unwrap();
     assert_eq!(state.site(fra).last_report, Some(Timestamp(3000)));
+}
+
+#[test]
+fn only_the_agent_undoes_what_the_agent_set() {
+    let with_agent = |sequence, agent_admin| {
+        Command::AgentReport(AgentReport {
+            site: "fra".into(),
+            agent: "agent-fra".into(),
+            sequence,
+            sent_at: Timestamp(sequence),
+            members: vec![MemberObservation {
+                service: "s3".into(),
+                node: "fra-1".into(),
+                health: Up,
+                reason: "ok".into(),
+                latency_us: None,
+                weight_percent: 100,
+                agent_admin,
+            }],
+        })
+    };
+    let (machine, _) = run(vec![
+        with_agent(1, AdminState::Drained),
+        // An operator's undrain does not undo the agent's drain.
+        admin(member("s3", "fra-1"), AdminState::Active),
+    ]);
+    let deployment = deployment();
+    let id = deployment.member_by_name("s3", "fra-1").unwrap();
+    let state = machine.state(&deployment);
+    assert_eq!(state.member(id).agent_admin, AdminState::Drained);
+    assert_eq!(
+        topology::select::member_verdict(
+            &deployment,
+            &state,
+            id,
+            topology::Family::V4,
+            Timestamp(1500)
+        ),
+        Err(topology::select::Ineligible::AgentDrained)
+    );
+    let (machine, _) = run(vec![
+        with_agent(1, AdminState::Maintenance),
+        with_agent(2, AdminState::Active),
+    ]);
+    assert_eq!(
+        machine.state(&deployment).member(id).agent_admin,
+        AdminState::Active,
+        "`ready` from the agent"
+    );
+    assert!(
+        machine
+            .history
+            .iter()
+            .any(|c| c.change == "agent admin maintenance")
+    );
 }
 
 #[test]

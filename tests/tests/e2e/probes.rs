@@ -245,6 +245,14 @@ fn responder(reply: &'static str) -> SocketAddr {
     addr
 }
 
+/// A reply and the weight, admin word and health it must give.
+type Expected = (
+    &'static str,
+    Option<u32>,
+    Option<topology::agent_check::AgentAdmin>,
+    Option<topology::agent_check::AgentHealth>,
+);
+
 #[test]
 fn agent_check_words_from_a_live_responder() {
     use site_agent::feedback::read_feedback;
@@ -252,12 +260,7 @@ fn agent_check_words_from_a_live_responder() {
     let rt = runtime();
     let timeout = Duration::from_millis(300);
     let read = |reply: &'static str| rt.block_on(read_feedback(responder(reply), timeout));
-    let cases: Vec<(
-        &'static str,
-        Option<u32>,
-        Option<AgentAdmin>,
-        Option<AgentHealth>,
-    )> = vec![
+    let cases: Vec<Expected> = vec![
         ("75%\n", Some(75), None, None),
         ("up 50%\n", Some(50), None, Some(AgentHealth::Up)),
         ("drain\n", None, Some(AgentAdmin::Drain), None),

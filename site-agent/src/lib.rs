@@ -2,10 +2,16 @@
 //! "this node can serve storage" (S3, NFS, SMB, TCP, HTTP), reads their load feedback
 //! (HAProxy agent-check), applies rise/fall hysteresis and reports to the state store.
 //!
-//! What it is today: the probes (`probe`), each bounded by a timeout and measured, and the
-//! SigV4 signer the S3 probe uses. What it is not yet: the scheduler and the reporting loop
-//! (issue 4 continues); the binary still validates the configuration and exits.
+//! Parts: `probe` (one module per protocol, each bounded by a timeout and measured),
+//! `sigv4` (the S3 probe's signer), `feedback` (agent-check replies), `tracker` (pure: a
+//! member's hysteresis, weight and load-feedback state) and `agent` (the run loop: probes
+//! spread over the interval, bounded concurrency, reports with fail-over between nodes).
+//!
+//! What it is not: a judge of the site as a whole (the store decides staleness), or a
+//! proxy.
 
+pub mod agent;
 pub mod feedback;
 pub mod probe;
 pub mod sigv4;
+pub mod tracker;

@@ -1,35 +1,152 @@
 //! `site-agent`: probes the storage nodes of one site and reports to the state store.
-//! Not built yet (issue 4): today it validates the shared configuration and says so.
+#![allow(clippy::print_stdout)] // a command-line program: stdout is its output
 
-use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
 
-fn main() -> anyhow::Result<()> {
-    let path = std::env::args().nth(1);
-    let config = load(path.as_deref())?;
-    let site = config
-        .components
-        .site_agent_site
-        .as_deref()
-        .unwrap_or("(none)");
-    eprintln!(
-        "site-agent: configuration OK ({} sites, {} services, site_agent.site = {site}); \
-         probing is not built yet (issue 4)",
-        config.deployment.sites.len(),
-        config.deployment.services.len()
-    );
-    std::process::exit(2)
+use anyhow::Context as _;
+use clap::Parser;
+use site_agent::agent::{AgentSetup, run, targets};
+use site_agent::sigv4::Credentials;
+
+/// Portico's site agent.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (TOML); without it the embedded default configuration is used.
+    #[arg(short, long, env = "PORTICO_CONFIG")]
+    config: Option<PathBuf>,
+    /// The site to probe, replacing `site_agent.site`.
+    #[arg(long)]
+    site: Option<String>,
+    /// A gslb-dns admin API address to report to, replacing `site_agent.report_to`
+    /// (repeatable; tried in order).
+    #[arg(long)]
+    report_to: Vec<SocketAddr>,
+    /// The agent's name in reports (default: the site's name and the process id).
+    #[arg(long)]
+    name: Option<String>,
 }
 
-fn load(path: Option<&str>) -> anyhow::Result<topology::Config> {
+fn load(args: &Args) -> anyhow::Result<AgentSetup> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    match path {
-        None => Ok(topology::Config::default_config(now)),
+    let config = match &args.config {
+        None => topology::Config::default_config(now),
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-            topology::Config::from_toml(&text, now).with_context(|| format!("in {path}"))
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            topology::Config::from_toml(&text, now)
+                .with_context(|| format!("invalid configuration {}", path.display()))?
         }
+    };
+    let mut settings = config.components.site_agent.clone();
+    if !args.report_to.is_empty() {
+        settings.report_to = args.report_to.clone();
     }
+    let site = args
+        .site
+        .clone()
+        .or_else(|| settings.site.clone())
+        .context("no site: set site_agent.site or --site")?;
+    if config.deployment.site_by_name(&site).is_none() {
+        anyhow::bail!("--site {site:?}: no such site in the configuration");
+    }
+    if settings.report_to.is_empty() {
+        anyhow::bail!("nowhere to report: set site_agent.report_to or --report-to");
+    }
+    let access_key = settings
+        .s3_access_key
+        .clone()
+        .or_else(|| std::env::var("PORTICO_S3_ACCESS_KEY").ok());
+    let secret_key = match &settings.s3_secret_key_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("site_agent.s3_secret_key_file {path}"))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var("PORTICO_S3_SECRET_KEY").ok(),
+    };
+    let s3_credentials = match (access_key, secret_key) {
+        (Some(access_key), Some(secret_key)) => Some(Credentials {
+            access_key,
+            secret_key,
+            session_token: std::env::var("PORTICO_S3_SESSION_TOKEN").ok(),
+        }),
+        _ => None,
+    };
+    let deployment = Arc::new(config.deployment);
+    let needs_s3 = targets(&deployment, &site)
+        .iter()
+        .any(|t| t.check.kind == topology::CheckKind::S3);
+    if needs_s3 && s3_credentials.is_none() {
+        anyhow::bail!(
+            "s3 checks need credentials: site_agent.s3_access_key and s3_secret_key_file, or PORTICO_S3_ACCESS_KEY and PORTICO_S3_SECRET_KEY"
+        );
+    }
+    Ok(AgentSetup {
+        name: args
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{site}-agent-{}", std::process::id())),
+        site,
+        deployment,
+        settings,
+        s3_credentials,
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let setup = match load(&args) {
+        Ok(setup) => setup,
+        Err(e) => {
+            eprintln!("site-agent: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("site-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let members = targets(&setup.deployment, &setup.site).len();
+    let report_to: Vec<String> = setup
+        .settings
+        .report_to
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    println!(
+        "site-agent for site {}: {members} members, reporting to {}",
+        setup.site,
+        report_to.join(", ")
+    );
+    runtime.block_on(async move {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = stop.send(true);
+        });
+        run(setup, stopped).await;
+    });
+    ExitCode::SUCCESS
 }

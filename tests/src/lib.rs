@@ -419,3 +419,70 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// A real S3 node (s3s-fs, which checks SigV4) as its own process, so it can be stopped.
+#[derive(Debug)]
+pub struct S3Node {
+    child: Child,
+    pub addr: SocketAddr,
+    pub root: TempDir,
+}
+
+pub const ACCESS_KEY: &str = "PORTICOTESTKEY";
+pub const SECRET_KEY: &str = "portico/test/secret";
+
+impl S3Node {
+    /// Starts s3-node on `ip` (an ephemeral port) with a bucket named `bucket`.
+    pub fn start(ip: &str) -> S3Node {
+        let root = TempDir::new("s3");
+        std::fs::create_dir_all(root.path().join("bucket")).unwrap();
+        let mut child = Command::new(binary("s3-node"))
+            .args([
+                "--listen",
+                &format!("{ip}:0"),
+                "--access-key",
+                ACCESS_KEY,
+                "--secret-key",
+                SECRET_KEY,
+            ])
+            .arg(root.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3-node");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("s3-node address");
+        S3Node { child, addr, root }
+    }
+
+    /// Kills the node (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal (`-STOP`, `-CONT`, `-KILL`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for S3Node {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -208,6 +208,24 @@ pub struct Check {
     pub port: Option<u16>,
     pub path: Option<String>,
     pub bucket: Option<String>,
+    /// S3 region for signing (default `us-east-1`).
+    pub region: String,
+    /// `http`: a string the body must contain.
+    pub body: Option<String>,
+    /// `nfs`: the NFS version the NULL call asks for (3 or 4, default 3).
+    pub version: u32,
+}
+
+impl Check {
+    /// The port probed when the member sets none.
+    pub fn default_port(&self) -> u16 {
+        self.port.unwrap_or(match self.kind {
+            CheckKind::S3 | CheckKind::Http => 80,
+            CheckKind::Nfs => 2049,
+            CheckKind::Smb => 445,
+            CheckKind::Tcp => 80,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -231,6 +249,8 @@ pub struct Member {
     pub address: IpAddr,
     /// Configured share, 1..=1000 (default 100); load feedback scales it.
     pub weight: u32,
+    /// The port probes use on this member (overrides the check's port).
+    pub port: Option<u16>,
     pub agent_port: Option<u16>,
 }
 

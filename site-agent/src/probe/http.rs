@@ -27,14 +27,30 @@ pub async fn exchange(
     path: &str,
     headers: &[(String, String)],
 ) -> Result<Response, String> {
+    exchange_with_body(target, method, path, headers, &[]).await
+}
+
+/// [`exchange`] with a request body (sent with its Content-Length).
+pub async fn exchange_with_body(
+    target: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<Response, String> {
     let mut stream = connect(target).await?;
     let mut request = format!("{method} {path} HTTP/1.1\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
+    if !body.is_empty() {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     request.push_str("Connection: close\r\nUser-Agent: portico-site-agent\r\n\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
     stream
-        .write_all(request.as_bytes())
+        .write_all(&bytes)
         .await
         .map_err(|e| format!("write: {e}"))?;
     let mut raw = Vec::new();

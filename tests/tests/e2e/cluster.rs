@@ -34,7 +34,7 @@ struct Cluster {
     raft: Vec<SocketAddr>,
 }
 
-fn store_section(id: u64, nodes: &[(u64, SocketAddr, bool)]) -> String {
+pub(crate) fn store_section(id: u64, nodes: &[(u64, SocketAddr, bool)]) -> String {
     let list: Vec<String> = nodes
         .iter()
         .map(|(n, raft, learner)| format!("{{ id = {n}, raft = \"{raft}\", learner = {learner} }}"))

@@ -5,6 +5,7 @@ mod admin_api;
 mod cluster;
 mod config_errors;
 mod dns_protocol;
+mod failover;
 mod geoip_reload;
 mod malformed;
 mod probes;

@@ -107,64 +107,7 @@ fn smb_negotiate_up_hung_and_stopped() {
     assert_eq!(verdict.reason, "refused", "{verdict:?}");
 }
 
-/// A real S3 node (s3s-fs, which checks SigV4) as its own process, so it can be stopped.
-struct S3Node {
-    child: Child,
-    addr: SocketAddr,
-    root: TempDir,
-}
-
-const ACCESS_KEY: &str = "PORTICOTESTKEY";
-const SECRET_KEY: &str = "portico/test/secret";
-
-impl S3Node {
-    fn start(ip: &str) -> S3Node {
-        use std::io::BufRead;
-        let root = TempDir::new("s3");
-        std::fs::create_dir_all(root.path().join("bucket")).unwrap();
-        let mut child = Command::new(tests::binary("s3-node"))
-            .args([
-                "--listen",
-                &format!("{ip}:0"),
-                "--access-key",
-                ACCESS_KEY,
-                "--secret-key",
-                SECRET_KEY,
-            ])
-            .arg(root.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start s3-node");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .expect("s3-node address");
-        S3Node { child, addr, root }
-    }
-
-    fn signal(&self, signal: &str) {
-        let _ = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-impl Drop for S3Node {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use tests::{ACCESS_KEY, S3Node, SECRET_KEY};
 
 fn s3_check(secret: &str) -> site_agent::probe::s3::S3Check {
     site_agent::probe::s3::S3Check {

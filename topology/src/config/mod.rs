@@ -18,9 +18,38 @@ pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 /// Component sections other than the DNS node's, kept as parsed for their binaries.
 #[derive(Debug, Clone, Default)]
 pub struct ComponentSections {
-    pub site_agent_site: Option<String>,
-    pub site_agent_report_to: Vec<String>,
+    pub site_agent: SiteAgentSettings,
     pub proxy_site: Option<String>,
+}
+
+/// The site agent's section (`[site_agent]`).
+#[derive(Debug, Clone)]
+pub struct SiteAgentSettings {
+    /// The site this agent probes (`--site` replaces it).
+    pub site: Option<String>,
+    /// gslb-dns admin API addresses to report to, tried in order.
+    pub report_to: Vec<std::net::SocketAddr>,
+    /// Probes in flight at once, at most.
+    pub max_concurrent_probes: usize,
+    /// A member whose smoothed probe latency exceeds this gets a smoothly lower weight.
+    pub slow_probe: std::time::Duration,
+    /// S3 credentials for `s3` checks (the secret from a file, or from the environment:
+    /// `PORTICO_S3_ACCESS_KEY`, `PORTICO_S3_SECRET_KEY`).
+    pub s3_access_key: Option<String>,
+    pub s3_secret_key_file: Option<String>,
+}
+
+impl Default for SiteAgentSettings {
+    fn default() -> Self {
+        SiteAgentSettings {
+            site: None,
+            report_to: Vec::new(),
+            max_concurrent_probes: 64,
+            slow_probe: std::time::Duration::from_millis(200),
+            s3_access_key: None,
+            s3_secret_key_file: None,
+        }
+    }
 }
 
 /// A parsed and validated configuration.

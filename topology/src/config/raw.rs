@@ -194,6 +194,9 @@ pub struct RawCheck {
     pub port: Option<u16>,
     pub path: Option<String>,
     pub bucket: Option<String>,
+    pub region: Option<String>,
+    pub body: Option<String>,
+    pub version: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +206,7 @@ pub struct RawMember {
     pub node: Option<String>,
     pub address: String,
     pub weight: Option<u32>,
+    pub port: Option<u16>,
     pub agent_port: Option<u16>,
 }
 
@@ -212,6 +216,10 @@ pub struct RawSiteAgent {
     pub site: Option<String>,
     #[serde(default)]
     pub report_to: Vec<String>,
+    pub max_concurrent_probes: Option<usize>,
+    pub slow_probe: Option<String>,
+    pub s3_access_key: Option<String>,
+    pub s3_secret_key_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

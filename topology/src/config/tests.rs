@@ -109,7 +109,7 @@ fn base_document_is_valid() {
     assert_eq!(s3.stale_after, std::time::Duration::from_secs(3));
     let fra2 = d.member(d.member_by_name("s3", "fra-2").unwrap());
     assert_eq!((fra2.weight, fra2.site), (200, SiteId(0)));
-    assert_eq!(config.components.site_agent_site.as_deref(), Some("fra"));
+    assert_eq!(config.components.site_agent.site.as_deref(), Some("fra"));
 }
 
 #[test]

@@ -391,6 +391,7 @@ fn service_of(
             node,
             address,
             weight,
+            port: m.port,
             agent_port: m.agent_port,
         });
         own.push(member);
@@ -462,6 +463,13 @@ fn check(key: KeyPath, raw: &RawCheck) -> Result<Check> {
         port: raw.port,
         path: raw.path.clone(),
         bucket: raw.bucket.clone(),
+        region: raw.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        body: raw.body.clone(),
+        version: match raw.version {
+            None => 3,
+            Some(v @ (3 | 4)) => v,
+            Some(_) => return Err(invalid(key.key("version"), "NFS version must be 3 or 4")),
+        },
     })
 }
 
@@ -530,16 +538,35 @@ fn components(raw: &RawConfig, site_ids: &HashMap<&str, SiteId>) -> Result<Compo
             other => Ok(other.clone()),
         }
     };
+    let mut site_agent = super::SiteAgentSettings::default();
+    if let Some(agent) = &raw.site_agent {
+        let key = KeyPath::from("site_agent");
+        site_agent.site = known("site_agent.site", &agent.site)?;
+        site_agent.report_to = agent
+            .report_to
+            .iter()
+            .enumerate()
+            .map(|(i, text)| socket_addr(key.key("report_to").index(i), text))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(max) = agent.max_concurrent_probes {
+            if max == 0 {
+                return Err(invalid(
+                    key.key("max_concurrent_probes"),
+                    "must be at least 1",
+                ));
+            }
+            site_agent.max_concurrent_probes = max;
+        }
+        site_agent.slow_probe = duration(
+            key.key("slow_probe"),
+            agent.slow_probe.as_deref(),
+            site_agent.slow_probe,
+        )?;
+        site_agent.s3_access_key = agent.s3_access_key.clone();
+        site_agent.s3_secret_key_file = agent.s3_secret_key_file.clone();
+    }
     Ok(ComponentSections {
-        site_agent_site: known(
-            "site_agent.site",
-            &raw.site_agent.as_ref().and_then(|a| a.site.clone()),
-        )?,
-        site_agent_report_to: raw
-            .site_agent
-            .as_ref()
-            .map(|a| a.report_to.clone())
-            .unwrap_or_default(),
+        site_agent,
         proxy_site: known(
             "proxy.site",
             &raw.proxy.as_ref().and_then(|p| p.site.clone()),

@@ -1,0 +1,197 @@
+//! What the agent knows of one member, and how that becomes an observation. Pure: probe
+//! verdicts and agent feedback go in, a `MemberObservation` comes out.
+//!
+//! - Health: rise/fall hysteresis over probe verdicts; an agent that says `down` (or
+//!   `fail`, `stopped`) counts as a failed probe.
+//! - Weight: the agent's `N%`, reduced smoothly when the smoothed probe latency exceeds the
+//!   slow-probe threshold (a hot node loses share instead of flapping).
+//! - Agent admin: `drain` and `maint` hold until the agent says `ready`.
+
+use std::time::Duration;
+
+use topology::agent_check::{AgentAdmin, AgentFeedback, AgentHealth};
+use topology::hysteresis::Hysteresis;
+use topology::wire::MemberObservation;
+use topology::{AdminState, Health};
+
+/// The smallest share a slow member keeps, in percent of its agent weight.
+const SLOWEST_SHARE: f64 = 0.1;
+/// Weight of a new latency sample in the moving average.
+const EWMA_ALPHA: f64 = 0.3;
+
+/// One member's probe and feedback history.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    pub service: String,
+    pub node: String,
+    hysteresis: Hysteresis,
+    reason: String,
+    latency_ewma_us: Option<f64>,
+    agent_weight: u32,
+    agent_admin: AdminState,
+    agent_down: Option<String>,
+}
+
+impl Tracker {
+    pub fn new(service: &str, node: &str) -> Tracker {
+        Tracker {
+            service: service.to_owned(),
+            node: node.to_owned(),
+            hysteresis: Hysteresis::default(),
+            reason: "no probe yet".into(),
+            latency_ewma_us: None,
+            agent_weight: 100,
+            agent_admin: AdminState::Active,
+            agent_down: None,
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        self.hysteresis.health()
+    }
+
+    /// Takes a probe verdict; returns the new health when it changed.
+    pub fn observe_probe(
+        &mut self,
+        ok: bool,
+        reason: &str,
+        latency: Duration,
+        rise: u32,
+        fall: u32,
+    ) -> Option<Health> {
+        let ok = ok && self.agent_down.is_none();
+        self.reason = match (&self.agent_down, ok) {
+            (Some(why), _) => why.clone(),
+            (None, _) => reason.to_owned(),
+        };
+        if ok {
+            let sample = latency.as_micros() as f64;
+            self.latency_ewma_us = Some(match self.latency_ewma_us {
+                None => sample,
+                Some(ewma) => ewma + EWMA_ALPHA * (sample - ewma),
+            });
+        }
+        self.hysteresis.observe(ok, rise, fall)
+    }
+
+    /// Takes the node's load feedback. Returns true when the admin state changed (worth an
+    /// immediate report).
+    pub fn observe_feedback(&mut self, feedback: &AgentFeedback) -> bool {
+        if let Some(weight) = feedback.weight_percent {
+            self.agent_weight = weight;
+        }
+        self.agent_down = match feedback.health {
+            Some(AgentHealth::Down) => Some(format!(
+                "agent: down{}",
+                feedback
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            )),
+            Some(AgentHealth::Up) => None,
+            None => self.agent_down.take(),
+        };
+        let before = self.agent_admin;
+        self.agent_admin = match feedback.admin {
+            Some(AgentAdmin::Drain) => AdminState::Drained,
+            Some(AgentAdmin::Maint) => AdminState::Maintenance,
+            Some(AgentAdmin::Ready) => AdminState::Active,
+            None => self.agent_admin,
+        };
+        before != self.agent_admin
+    }
+
+    /// The weight to report: the agent's, scaled down while probes are slow.
+    pub fn weight_percent(&self, slow_probe: Duration) -> u32 {
+        let threshold = slow_probe.as_micros() as f64;
+        let share = match self.latency_ewma_us {
+            Some(ewma) if threshold > 0.0 && ewma > threshold => {
+                (threshold / ewma).max(SLOWEST_SHARE)
+            }
+            _ => 1.0,
+        };
+        (self.agent_weight as f64 * share).round() as u32
+    }
+
+    /// The member as the report states it.
+    pub fn observation(&self, slow_probe: Duration) -> MemberObservation {
+        MemberObservation {
+            service: self.service.clone(),
+            node: self.node.clone(),
+            health: self.health(),
+            reason: self.reason.clone(),
+            latency_us: self.latency_ewma_us.map(|l| l as u32),
+            weight_percent: self.weight_percent(slow_probe),
+            agent_admin: self.agent_admin,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use topology::agent_check::parse_agent_reply;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn health_follows_hysteresis_and_agent_down() {
+        let mut t = Tracker::new("s3", "fra-1");
+        assert_eq!(t.observe_probe(true, "ok", MS, 2, 2), None);
+        assert_eq!(t.observe_probe(true, "ok", MS, 2, 2), Some(Health::Up));
+        t.observe_feedback(&parse_agent_reply("down #rebuilding").unwrap());
+        assert_eq!(t.observe_probe(true, "ok", MS, 2, 2), None);
+        assert_eq!(
+            t.observe_probe(true, "ok", MS, 2, 2),
+            Some(Health::Down),
+            "agent down counts as failure"
+        );
+        assert_eq!(t.observation(MS * 200).reason, "agent: down (rebuilding)");
+        t.observe_feedback(&parse_agent_reply("up").unwrap());
+        t.observe_probe(true, "ok", MS, 2, 2);
+        assert_eq!(t.observe_probe(true, "ok", MS, 2, 2), Some(Health::Up));
+    }
+
+    #[test]
+    fn drain_and_maint_hold_until_ready() {
+        let mut t = Tracker::new("s3", "fra-1");
+        assert!(t.observe_feedback(&parse_agent_reply("drain").unwrap()));
+        assert!(
+            !t.observe_feedback(&parse_agent_reply("75%").unwrap()),
+            "a weight alone keeps the drain"
+        );
+        assert_eq!(t.observation(MS).agent_admin, AdminState::Drained);
+        assert!(t.observe_feedback(&parse_agent_reply("maint").unwrap()));
+        assert_eq!(t.observation(MS).agent_admin, AdminState::Maintenance);
+        assert!(t.observe_feedback(&parse_agent_reply("ready").unwrap()));
+        assert_eq!(t.observation(MS).agent_admin, AdminState::Active);
+        assert_eq!(t.observation(MS).weight_percent, 75);
+    }
+
+    #[test]
+    fn slow_probes_lower_the_weight_smoothly() {
+        let mut t = Tracker::new("s3", "fra-1");
+        let slow = MS * 200;
+        t.observe_probe(true, "ok", MS * 100, 2, 2);
+        assert_eq!(t.weight_percent(slow), 100, "fast: full weight");
+        let mut weights = Vec::new();
+        for _ in 0..8 {
+            t.observe_probe(true, "ok", MS * 800, 2, 2);
+            weights.push(t.weight_percent(slow));
+        }
+        assert!(
+            weights.windows(2).all(|w| w[1] <= w[0]),
+            "decreasing: {weights:?}"
+        );
+        assert!(
+            *weights.last().unwrap() <= 30 && *weights.last().unwrap() >= 10,
+            "{weights:?}"
+        );
+        for _ in 0..10 {
+            t.observe_probe(true, "ok", MS * 50, 2, 2);
+        }
+        assert_eq!(t.weight_percent(slow), 100, "recovers when fast again");
+        assert_eq!(t.health(), Health::Up, "slowness never flaps health");
+    }
+}

@@ -238,3 +238,169 @@ fn agent_check_words_from_a_live_responder() {
     ));
     assert!(unreachable.unwrap_err().contains("unreachable"));
 }
+
+/// An empty read-only NFSv3 export, served by nfsserve (a user-space NFS server) in the
+/// test process.
+struct EmptyExport;
+
+#[async_trait::async_trait]
+impl nfsserve::vfs::NFSFileSystem for EmptyExport {
+    fn capabilities(&self) -> nfsserve::vfs::VFSCapabilities {
+        nfsserve::vfs::VFSCapabilities::ReadOnly
+    }
+    fn root_dir(&self) -> nfsserve::nfs::fileid3 {
+        1
+    }
+    async fn lookup(
+        &self,
+        _: u64,
+        _: &nfsserve::nfs::filename3,
+    ) -> Result<u64, nfsserve::nfs::nfsstat3> {
+        Err(nfsserve::nfs::nfsstat3::NFS3ERR_NOENT)
+    }
+    async fn getattr(&self, id: u64) -> Result<nfsserve::nfs::fattr3, nfsserve::nfs::nfsstat3> {
+        if id != 1 {
+            return Err(nfsserve::nfs::nfsstat3::NFS3ERR_NOENT);
+        }
+        Ok(nfsserve::nfs::fattr3 {
+            ftype: nfsserve::nfs::ftype3::NF3DIR,
+            mode: 0o755,
+            nlink: 2,
+            fileid: 1,
+            ..Default::default()
+        })
+    }
+    async fn setattr(
+        &self,
+        _: u64,
+        _: nfsserve::nfs::sattr3,
+    ) -> Result<nfsserve::nfs::fattr3, nfsserve::nfs::nfsstat3> {
+        Err(nfsserve::nfs::nfsstat3::NFS3ERR_ROFS)
+    }
+    async fn read(
+        &self,
+        _: u64,
+        _: u64,
+        _: u32,
+    ) -> Result<(Vec<u8>, bool), nfsserve::nfs::nfsstat3> {
+        Err(nfsserve::nfs::nfsstat3::NFS3ERR_ISDIR)
+    }
+    async fn write(
+        &self,
+        _: u64,
+        _: u64,
+        _: &[u8],
+    ) -> Result<nfsserve::nfs::fattr3, nfsserve::nfs::nfsstat3> {
+        Err(nfsserve::nfs::nfsstat3::NFS3ERR_ROFS)
+    }
+    async fn create(
+        &self,
+        _: u64,
+        _: &nfsserve::nfs::filename3,
+        _: nfsserve::nfs::sattr3,
+    ) -> Result<(u64, nfsserve::nfs::fattr3), nfsserve::nfs::nfsstat3> {
+        Err(nfsserve::nfs::nfsstat3::NFS3ERR_ROFS)
+    }
+    async fn create_exclusive(
+        &self,
+        _: u64,
+        _: &nfsserve::nfs::filename3,
+    ) -> Result<u64, nfsserve::nfs::nfsstat3> {
+        Err(nfsserve::nfs::nfsstat3::NFS3ERR_ROFS)
+    }
+    async fn mkdir(
+        &self,
+        _: u64,
+        _: &nfsserve::nfs::filename3,
+    ) -> Result<(u64, nfsserve::nfs::fattr3), nfsserve::nfs::nfsstat3> {
+        Err(nfsserve::nfs::nfsstat3::NFS3ERR_ROFS)
+    }
+    async fn remove(
+        &self,
+        _: u64,
+        _: &nfsserve::nfs::filename3,
+    ) -> Result<(), nfsserve::nfs::nfsstat3> {
+        Err(nfsserve::nfs::nfsstat3::NFS3ERR_ROFS)
+    }
+    async fn rename(
+        &self,
+        _: u64,
+        _: &nfsserve::nfs::filename3,
+        _: u64,
+        _: &nfsserve::nfs::filename3,
+    ) -> Result<(), nfsserve::nfs::nfsstat3> {
+        Err(nfsserve::nfs::nfsstat3::NFS3ERR_ROFS)
+    }
+    async fn readdir(
+        &self,
+        _: u64,
+        _: u64,
+        _: usize,
+    ) -> Result<nfsserve::vfs::ReadDirResult, nfsserve::nfs::nfsstat3> {
+        Ok(nfsserve::vfs::ReadDirResult {
+            entries: Vec::new(),
+            end: true,
+        })
+    }
+    async fn symlink(
+        &self,
+        _: u64,
+        _: &nfsserve::nfs::filename3,
+        _: &nfsserve::nfs::nfspath3,
+        _: &nfsserve::nfs::sattr3,
+    ) -> Result<(u64, nfsserve::nfs::fattr3), nfsserve::nfs::nfsstat3> {
+        Err(nfsserve::nfs::nfsstat3::NFS3ERR_ROFS)
+    }
+    async fn readlink(&self, _: u64) -> Result<nfsserve::nfs::nfspath3, nfsserve::nfs::nfsstat3> {
+        Err(nfsserve::nfs::nfsstat3::NFS3ERR_NOTSUPP)
+    }
+}
+
+#[test]
+fn nfs_rpc_null_up_prog_mismatch_and_refused() {
+    use nfsserve::tcp::{NFSTcp, NFSTcpListener};
+    use site_agent::probe::nfs;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ip = "127.0.6.1";
+    let port = free_port(ip);
+    let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    let server = rt.spawn(async move {
+        let mut listener = NFSTcpListener::bind(&format!("{ip}:{port}"), EmptyExport)
+            .await
+            .expect("nfsserve bind");
+        listener.with_export_name("export");
+        let _ = listener.handle_forever().await;
+    });
+    let timeout = Duration::from_millis(400);
+    let probe = |version| {
+        rt.block_on(bounded(
+            timeout,
+            nfs::probe(addr, nfs::NFS_PROGRAM, version),
+        ))
+    };
+    let mut up = probe(3);
+    for _ in 0..50 {
+        if up.ok {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        up = probe(3);
+    }
+    assert!(up.ok, "RPC NULL to NFSv3: {up:?}");
+    let mismatch = probe(4);
+    assert!(
+        mismatch.reason.starts_with("PROG_MISMATCH"),
+        "nfsserve serves v3 only: {mismatch:?}"
+    );
+    let unavailable = rt.block_on(bounded(timeout, nfs::probe(addr, 100_099, 1)));
+    assert!(!unavailable.ok, "an unknown program: {unavailable:?}");
+    server.abort();
+    let _ = rt.block_on(server);
+    std::thread::sleep(Duration::from_millis(100));
+    let refused = probe(3);
+    assert_eq!(refused.reason, "refused", "{refused:?}");
+}

@@ -15,6 +15,7 @@ use topology::wire::AgentReport;
 use topology::{Check, CheckKind, Deployment, Member, Timestamp};
 
 use crate::feedback::read_feedback;
+use crate::metrics::ReportCounters;
 use crate::probe::{self, Verdict, bounded};
 use crate::sigv4::Credentials;
 use crate::tracker::Tracker;
@@ -28,6 +29,8 @@ pub struct AgentSetup {
     pub s3_credentials: Option<Credentials>,
     /// The agent's name in reports (host name by default).
     pub name: String,
+    /// Where to serve `/metrics`, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// One member to probe.
@@ -116,7 +119,8 @@ fn offset(target: &Target) -> Duration {
     Duration::from_millis(hasher.finish() % interval)
 }
 
-type Trackers = Arc<Mutex<BTreeMap<(String, String), Tracker>>>;
+/// Every member's tracker, shared by the probe tasks, the reporter and the metrics.
+pub type Trackers = Arc<Mutex<BTreeMap<(String, String), Tracker>>>;
 
 /// Probes one member forever.
 async fn member_loop(
@@ -187,6 +191,7 @@ async fn report_loop(
     trackers: Trackers,
     changed: Arc<Notify>,
     every: Duration,
+    counters: Arc<ReportCounters>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut sequence = unix_now().as_millis() as u64;
@@ -231,6 +236,12 @@ async fn report_loop(
                 Err(e) => tracing::debug!(%node, error = %e, "report not sent"),
             }
         }
+        let counter = if delivered {
+            &counters.sent
+        } else {
+            &counters.failed
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let wait = if delivered {
             backoff = Duration::from_millis(50);
             every
@@ -279,7 +290,19 @@ pub async fn run(setup: AgentSetup, shutdown: watch::Receiver<bool>) {
             setup.s3_credentials.clone(),
         )));
     }
-    report_loop(setup, trackers, changed, every, shutdown).await;
+    let counters = Arc::new(ReportCounters::default());
+    if let Some(addr) = setup.metrics {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => tasks.push(tokio::spawn(crate::metrics::serve(
+                listener,
+                trackers.clone(),
+                counters.clone(),
+                setup.settings.slow_probe,
+            ))),
+            Err(e) => tracing::error!(%addr, error = %e, "cannot serve metrics"),
+        }
+    }
+    report_loop(setup, trackers, changed, every, counters, shutdown).await;
     for task in tasks {
         task.abort();
     }

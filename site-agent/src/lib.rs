@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod feedback;
+pub mod metrics;
 pub mod probe;
 pub mod sigv4;
 pub mod tracker;

@@ -28,6 +28,9 @@ struct Args {
     /// The agent's name in reports (default: the site's name and the process id).
     #[arg(long)]
     name: Option<String>,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
 }
 
 fn load(args: &Args) -> anyhow::Result<AgentSetup> {
@@ -98,6 +101,7 @@ fn load(args: &Args) -> anyhow::Result<AgentSetup> {
         deployment,
         settings,
         s3_credentials,
+        metrics: args.metrics,
     })
 }
 

@@ -30,6 +30,9 @@ pub struct Tracker {
     agent_weight: u32,
     agent_admin: AdminState,
     agent_down: Option<String>,
+    /// Failed probes by reason, for metrics.
+    pub failures: std::collections::BTreeMap<String, u64>,
+    pub probes: u64,
 }
 
 impl Tracker {
@@ -43,6 +46,8 @@ impl Tracker {
             agent_weight: 100,
             agent_admin: AdminState::Active,
             agent_down: None,
+            failures: std::collections::BTreeMap::new(),
+            probes: 0,
         }
     }
 
@@ -59,6 +64,10 @@ impl Tracker {
         rise: u32,
         fall: u32,
     ) -> Option<Health> {
+        self.probes += 1;
+        if !ok {
+            *self.failures.entry(reason.to_owned()).or_default() += 1;
+        }
         let ok = ok && self.agent_down.is_none();
         self.reason = match (&self.agent_down, ok) {
             (Some(why), _) => why.clone(),

@@ -139,6 +139,7 @@ fn node_death_and_a_silent_site_leave_every_answer() {
         })
         .collect();
     let config_path = nodes[0].dir.write("agents.toml", &base);
+    let metrics_port = free_port("127.0.0.1");
     let mut agents: Vec<Agent> = ["fra", "iad", "sin"]
         .iter()
         .enumerate()
@@ -154,6 +155,9 @@ fn node_death_and_a_silent_site_leave_every_answer() {
                     "--report-to",
                     &nodes[(i + j) % 3].admin.unwrap().to_string(),
                 ]);
+            }
+            if *site == "fra" {
+                command.args(["--metrics", &format!("127.0.0.1:{metrics_port}")]);
             }
             Agent(
                 command
@@ -183,6 +187,20 @@ fn node_death_and_a_silent_site_leave_every_answer() {
     let node_death = time_until_gone(&nodes, "127.0.10.1", Duration::from_secs(5));
     eprintln!("failover: S3 node killed -> out of every gslb-dns answer in {node_death:?}");
     all_answer(&nodes, &["127.0.10.2"]);
+    let metrics_addr: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    let (_, metrics) = tests::http(metrics_addr, "GET", "/metrics", None);
+    assert!(
+        metrics.contains("portico_agent_member_up{service=\"s3\",node=\"fra-1\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portico_agent_member_up{service=\"s3\",node=\"fra-2\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("reason=\"refused\""),
+        "failures by reason: {metrics}"
+    );
     // A whole site's agent goes silent: after stale_after (4 intervals) the site is down
     // for everyone and fra's clients go to the next nearest site.
     drop(agents.remove(0));

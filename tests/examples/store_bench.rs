@@ -3,7 +3,7 @@
 //!
 //! 1. Report-to-applied latency: one report at a time, to the nodes in turn; each node's
 //!    watch stream (`/api/v1/watch`) tells when it applied the report's index.
-//! 2. Sustained reports per second: `CLIENTS` concurrent agents post for `SECONDS`; the
+//! 2. Sustained reports per second: `CLIENTS` concurrent agents post for `DURATION` seconds; the
 //!    store batches whatever is queued into one raft entry batch and one flush.
 //!
 //! Run with `bench/store/run.sh` (release build). Knobs: REPORTS (default 300), CLIENTS
@@ -121,7 +121,7 @@ fn watch(admin: SocketAddr, seen: Arc<Mutex<BTreeMap<u64, Instant>>>, stop: Arc<
 fn main() {
     let reports = env("REPORTS", 300);
     let clients = env("CLIENTS", 32);
-    let seconds = env("SECONDS", 5);
+    let seconds = env("DURATION", 5);
     let raft: Vec<SocketAddr> = (1..=3)
         .map(|i| {
             let ip = format!("127.0.{i}.1");

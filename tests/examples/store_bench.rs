@@ -7,7 +7,7 @@
 //!    store batches whatever is queued into one raft entry batch and one flush.
 //!
 //! Run with `bench/store/run.sh` (release build). Knobs: REPORTS (default 300), CLIENTS
-//! (32), SECONDS (5).
+//! (32), DURATION (5 seconds).
 #![allow(clippy::print_stdout)]
 
 use std::collections::BTreeMap;

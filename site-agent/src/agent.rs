@@ -16,6 +16,7 @@ use topology::{Check, CheckKind, Deployment, Member, Timestamp};
 
 use crate::feedback::read_feedback;
 use crate::metrics::ReportCounters;
+use crate::probe::http::Transport;
 use crate::probe::{self, Verdict, bounded};
 use crate::sigv4::Credentials;
 use crate::tracker::Tracker;
@@ -41,29 +42,46 @@ pub struct Target {
     pub addr: SocketAddr,
     pub agent: Option<SocketAddr>,
     pub check: Check,
+    /// Plain or TLS, for the `s3` and `http` kinds.
+    pub transport: Transport,
 }
 
-/// The members of `site` that have a check, with where to probe them.
-pub fn targets(deployment: &Deployment, site: &str) -> Vec<Target> {
+/// The members of `site` that have a check, with where and how to probe them. Fails on a
+/// TLS setup that cannot work (a missing CA file, a bad server name).
+pub fn targets(deployment: &Deployment, site: &str) -> Result<Vec<Target>, String> {
     let Some(site) = deployment.site_by_name(site) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    deployment
+    let mut targets = Vec::new();
+    for m in deployment
         .members
         .iter()
-        .filter(|m| m.site == site)
-        .filter_map(|m: &Member| {
-            let service = deployment.service(m.service);
-            let check = service.check.clone()?;
-            Some(Target {
-                service: service.name.clone(),
-                node: m.node.clone(),
-                addr: SocketAddr::new(m.address, m.port.unwrap_or_else(|| check.default_port())),
-                agent: m.agent_port.map(|p| SocketAddr::new(m.address, p)),
-                check,
-            })
-        })
-        .collect()
+        .filter(|m: &&Member| m.site == site)
+    {
+        let service = deployment.service(m.service);
+        let Some(check) = service.check.clone() else {
+            continue;
+        };
+        let transport = if check.tls {
+            let name = check
+                .server_name
+                .clone()
+                .unwrap_or_else(|| m.address.to_string());
+            crate::tls::transport(check.ca_file.as_deref(), &name)
+                .map_err(|e| format!("service {}: {e}", service.name))?
+        } else {
+            Transport::Plain
+        };
+        targets.push(Target {
+            service: service.name.clone(),
+            node: m.node.clone(),
+            addr: SocketAddr::new(m.address, m.port.unwrap_or_else(|| check.default_port())),
+            agent: m.agent_port.map(|p| SocketAddr::new(m.address, p)),
+            check,
+            transport,
+        });
+    }
+    Ok(targets)
 }
 
 fn unix_now() -> Duration {
@@ -88,7 +106,7 @@ async fn run_probe(target: &Target, credentials: Option<&Credentials>) -> Verdic
                     host: None,
                     body_contains: check.body.clone(),
                 };
-                probe::http::probe(target.addr, &http).await
+                probe::http::probe(target.addr, &target.transport, &http).await
             }
             CheckKind::S3 => {
                 let s3 = probe::s3::S3Check {
@@ -104,7 +122,7 @@ async fn run_probe(target: &Target, credentials: Option<&Credentials>) -> Verdic
                     }),
                     virtual_host: None,
                 };
-                probe::s3::probe(target.addr, &s3, unix_now().as_secs()).await
+                probe::s3::probe(target.addr, &target.transport, &s3, unix_now().as_secs()).await
             }
         }
     };
@@ -222,8 +240,15 @@ async fn report_loop(
                 ("Host".to_owned(), node.to_string()),
                 ("Content-Type".to_owned(), "application/json".to_owned()),
             ];
-            match probe::http::exchange_with_body(node, "POST", "/api/v1/reports", &headers, &body)
-                .await
+            match probe::http::exchange_with_body(
+                node,
+                &Transport::Plain,
+                "POST",
+                "/api/v1/reports",
+                &headers,
+                &body,
+            )
+            .await
             {
                 Ok(response) if response.status == 200 => {
                     current = (current + attempt) % setup.settings.report_to.len();
@@ -260,8 +285,7 @@ async fn report_loop(
 }
 
 /// Runs the agent until `shutdown`.
-pub async fn run(setup: AgentSetup, shutdown: watch::Receiver<bool>) {
-    let targets = targets(&setup.deployment, &setup.site);
+pub async fn run(setup: AgentSetup, targets: Vec<Target>, shutdown: watch::Receiver<bool>) {
     let trackers: Trackers = Arc::new(Mutex::new(
         targets
             .iter()

@@ -15,4 +15,5 @@ pub mod feedback;
 pub mod metrics;
 pub mod probe;
 pub mod sigv4;
+pub mod tls;
 pub mod tracker;

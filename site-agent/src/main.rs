@@ -84,9 +84,11 @@ fn load(args: &Args) -> anyhow::Result<AgentSetup> {
         _ => None,
     };
     let deployment = Arc::new(config.deployment);
-    let needs_s3 = targets(&deployment, &site)
-        .iter()
-        .any(|t| t.check.kind == topology::CheckKind::S3);
+    let needs_s3 = deployment.services.iter().any(|s| {
+        s.check
+            .as_ref()
+            .is_some_and(|c| c.kind == topology::CheckKind::S3)
+    });
     if needs_s3 && s3_credentials.is_none() {
         anyhow::bail!(
             "s3 checks need credentials: site_agent.s3_access_key and s3_secret_key_file, or PORTICO_S3_ACCESS_KEY and PORTICO_S3_SECRET_KEY"
@@ -132,7 +134,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let members = targets(&setup.deployment, &setup.site).len();
+    let targets = match targets(&setup.deployment, &setup.site) {
+        Ok(targets) => targets,
+        Err(e) => {
+            eprintln!("site-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let members = targets.len();
     let report_to: Vec<String> = setup
         .settings
         .report_to
@@ -150,7 +159,7 @@ fn main() -> ExitCode {
             let _ = tokio::signal::ctrl_c().await;
             let _ = stop.send(true);
         });
-        run(setup, stopped).await;
+        run(setup, targets, stopped).await;
     });
     ExitCode::SUCCESS
 }

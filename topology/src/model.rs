@@ -214,12 +214,18 @@ pub struct Check {
     pub body: Option<String>,
     /// `nfs`: the NFS version the NULL call asks for (3 or 4, default 3).
     pub version: u32,
+    /// `s3` and `http`: HTTPS (rustls), trusting `ca_file` (or the system's CAs) and
+    /// verifying `server_name` (or the member's address).
+    pub tls: bool,
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
 }
 
 impl Check {
     /// The port probed when the member sets none.
     pub fn default_port(&self) -> u16 {
         self.port.unwrap_or(match self.kind {
+            CheckKind::S3 | CheckKind::Http if self.tls => 443,
             CheckKind::S3 | CheckKind::Http => 80,
             CheckKind::Nfs => 2049,
             CheckKind::Smb => 445,

@@ -1,10 +1,11 @@
 //! `http`: an HTTP/1.1 request whose status (and optionally body) proves readiness; also the
-//! small HTTP exchange the `s3` probe signs. Plain HTTP; one request per connection.
+//! small HTTP exchange the `s3` probe signs and the reporter uses. Plain HTTP or HTTPS
+//! (rustls); one request per connection.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{Verdict, connect};
 
@@ -19,26 +20,45 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// Sends `method path` with `headers` (Host first) and reads the response (a HEAD response
-/// has no body).
+/// How to reach an HTTP endpoint: plain TCP, or TLS (rustls) verifying `server_name`.
+#[derive(Clone)]
+pub enum Transport {
+    Plain,
+    Tls {
+        connector: tokio_rustls::TlsConnector,
+        server_name: rustls_pki_types::ServerName<'static>,
+    },
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Plain => f.write_str("Plain"),
+            Transport::Tls { server_name, .. } => write!(f, "Tls({server_name:?})"),
+        }
+    }
+}
+
+/// Sends `method path` with `headers` (Host first) over plain TCP and reads the response
+/// (a HEAD response has no body).
 pub async fn exchange(
     target: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(String, String)],
 ) -> Result<Response, String> {
-    exchange_with_body(target, method, path, headers, &[]).await
+    exchange_with_body(target, &Transport::Plain, method, path, headers, &[]).await
 }
 
-/// [`exchange`] with a request body (sent with its Content-Length).
+/// [`exchange`] over `transport`, with a request body (sent with its Content-Length).
 pub async fn exchange_with_body(
     target: SocketAddr,
+    transport: &Transport,
     method: &str,
     path: &str,
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<Response, String> {
-    let mut stream = connect(target).await?;
     let mut request = format!("{method} {path} HTTP/1.1\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
@@ -49,17 +69,43 @@ pub async fn exchange_with_body(
     request.push_str("Connection: close\r\nUser-Agent: portico-site-agent\r\n\r\n");
     let mut bytes = request.into_bytes();
     bytes.extend_from_slice(body);
+    let stream = connect(target).await?;
+    let head_only = method == "HEAD";
+    match transport {
+        Transport::Plain => roundtrip(stream, &bytes, head_only).await,
+        Transport::Tls {
+            connector,
+            server_name,
+        } => {
+            let stream = connector
+                .connect(server_name.clone(), stream)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            roundtrip(stream, &bytes, head_only).await
+        }
+    }
+}
+
+/// Writes the request and reads the response until the server closes (or, for HEAD, until
+/// the end of the headers).
+async fn roundtrip<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &[u8],
+    head_only: bool,
+) -> Result<Response, String> {
     stream
-        .write_all(&bytes)
+        .write_all(request)
         .await
         .map_err(|e| format!("write: {e}"))?;
     let mut raw = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            // A TLS peer that closes without close_notify: what was read is the response.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => 0,
+            Err(e) => return Err(format!("read: {e}")),
+        };
         if n == 0 {
             break;
         }
@@ -67,8 +113,7 @@ pub async fn exchange_with_body(
         if raw.len() >= MAX_RESPONSE {
             break;
         }
-        // A HEAD response ends with its headers.
-        if method == "HEAD" && raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head_only && raw.windows(4).any(|w| w == b"\r\n\r\n") {
             break;
         }
     }
@@ -120,10 +165,11 @@ pub struct HttpCheck {
 }
 
 /// GETs the path: 2xx or 3xx (and the body match, when asked) is ready.
-pub async fn probe(target: SocketAddr, check: &HttpCheck) -> Verdict {
+pub async fn probe(target: SocketAddr, transport: &Transport, check: &HttpCheck) -> Verdict {
     let started = Instant::now();
     let host = check.host.clone().unwrap_or_else(|| target.to_string());
-    match exchange(target, "GET", &check.path, &[("Host".into(), host)]).await {
+    let headers = [("Host".to_owned(), host)];
+    match exchange_with_body(target, transport, "GET", &check.path, &headers, &[]).await {
         Err(reason) => Verdict::fail(started, reason),
         Ok(response) if !(200..400).contains(&response.status) => {
             Verdict::fail(started, format!("HTTP {}", response.status))

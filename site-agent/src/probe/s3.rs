@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::Verdict;
-use super::http::exchange;
+use super::http::{Transport, exchange_with_body};
 use crate::sigv4::{self, Credentials, EMPTY_PAYLOAD_SHA256};
 
 /// What the `s3` probe asks of a member.
@@ -31,8 +31,14 @@ pub fn reason_for(status: u16) -> Result<(), String> {
     }
 }
 
-/// Signs and sends `HEAD` for the bucket at `target`; `unix_seconds` is the signing time.
-pub async fn probe(target: SocketAddr, check: &S3Check, unix_seconds: u64) -> Verdict {
+/// Signs and sends `HEAD` for the bucket at `target` over `transport`; `unix_seconds` is
+/// the signing time.
+pub async fn probe(
+    target: SocketAddr,
+    transport: &Transport,
+    check: &S3Check,
+    unix_seconds: u64,
+) -> Verdict {
     let started = Instant::now();
     let (host, path) = match &check.virtual_host {
         Some(domain) => (format!("{}.{domain}", check.bucket), "/".to_owned()),
@@ -53,7 +59,7 @@ pub async fn probe(target: SocketAddr, check: &S3Check, unix_seconds: u64) -> Ve
         "s3",
         unix_seconds,
     ));
-    match exchange(target, "HEAD", &path, &headers).await {
+    match exchange_with_body(target, transport, "HEAD", &path, &headers, &[]).await {
         Err(reason) => Verdict::fail(started, reason),
         Ok(response) => match reason_for(response.status) {
             Ok(()) => Verdict::ok(started),

@@ -486,7 +486,7 @@ fn staleness_is_frozen_while_degraded_and_applies_when_reports_stop() {
 }
 
 /// A CA and node certificates (IP SANs) written as PEM files into `dir`.
-fn certificates(dir: &tests::TempDir, ca_name: &str, nodes: &[(u64, &str)]) -> String {
+pub(crate) fn certificates(dir: &tests::TempDir, ca_name: &str, nodes: &[(u64, &str)]) -> String {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -140,7 +140,12 @@ fn s3_probe_reasons_and_hysteresis_against_a_real_s3_node() {
     let probe = |secret: &str| {
         rt.block_on(bounded(
             timeout,
-            s3::probe(node.addr, &s3_check(secret), now()),
+            s3::probe(
+                node.addr,
+                &site_agent::probe::http::Transport::Plain,
+                &s3_check(secret),
+                now(),
+            ),
         ))
     };
     let verdict = probe(SECRET_KEY);
@@ -403,4 +408,101 @@ fn nfs_rpc_null_up_prog_mismatch_and_refused() {
     std::thread::sleep(Duration::from_millis(100));
     let refused = probe(3);
     assert_eq!(refused.reason, "refused", "{refused:?}");
+}
+
+/// A minimal HTTPS server (rustls) answering every request with `200 ready`.
+fn https_server(
+    rt: &tokio::runtime::Runtime,
+    ip: &str,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> SocketAddr {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(format!("{ip}:0")))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut request = [0u8; 1024];
+                let _ = tls.read(&mut request).await;
+                let _ = tls
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nready",
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn http_probe_over_tls_verifies_the_server() {
+    use site_agent::probe::http::{self, HttpCheck};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pki = TempDir::new("https");
+    let ca = crate::cluster::certificates(&pki, "probe-ca", &[(1, "127.0.7.1")]);
+    let other_ca = crate::cluster::certificates(&pki, "other-ca", &[(2, "127.0.7.2")]);
+    let addr = https_server(
+        &rt,
+        "127.0.7.1",
+        &pki.path().join("node-1.pem"),
+        &pki.path().join("node-1.key"),
+    );
+    let check = |body: Option<&str>| HttpCheck {
+        path: "/ready".into(),
+        host: None,
+        body_contains: body.map(str::to_owned),
+    };
+    let timeout = Duration::from_millis(800);
+    let trusted = site_agent::tls::transport(Some(&ca), "127.0.7.1").unwrap();
+    let verdict = rt.block_on(bounded(
+        timeout,
+        http::probe(addr, &trusted, &check(Some("ready"))),
+    ));
+    assert!(verdict.ok, "HTTPS with the right CA: {verdict:?}");
+    let verdict = rt.block_on(bounded(
+        timeout,
+        http::probe(addr, &trusted, &check(Some("nope"))),
+    ));
+    assert!(verdict.reason.contains("body lacks"), "{verdict:?}");
+    let untrusted = site_agent::tls::transport(Some(&other_ca), "127.0.7.1").unwrap();
+    let verdict = rt.block_on(bounded(
+        timeout,
+        http::probe(addr, &untrusted, &check(None)),
+    ));
+    assert!(
+        verdict.reason.starts_with("TLS:"),
+        "a server the CA does not vouch for: {verdict:?}"
+    );
+    assert!(site_agent::tls::transport(Some("/nonexistent/ca.pem"), "127.0.7.1").is_err());
 }

@@ -197,6 +197,10 @@ pub struct RawCheck {
     pub region: Option<String>,
     pub body: Option<String>,
     pub version: Option<u32>,
+    #[serde(default)]
+    pub tls: bool,
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

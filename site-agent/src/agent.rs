@@ -97,6 +97,14 @@ async fn run_probe(target: &Target, credentials: Option<&Credentials>) -> Verdic
         match check.kind {
             CheckKind::Tcp => probe::tcp::probe(target.addr).await,
             CheckKind::Smb => probe::smb::probe(target.addr).await,
+            CheckKind::Nfs if check.deep => {
+                let mount = SocketAddr::new(
+                    target.addr.ip(),
+                    check.mount_port.unwrap_or(target.addr.port()),
+                );
+                let export = check.path.as_deref().unwrap_or("/");
+                probe::nfs::deep_probe(target.addr, mount, export).await
+            }
             CheckKind::Nfs => {
                 probe::nfs::probe(target.addr, probe::nfs::NFS_PROGRAM, check.version).await
             }

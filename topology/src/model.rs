@@ -214,6 +214,11 @@ pub struct Check {
     pub body: Option<String>,
     /// `nfs`: the NFS version the NULL call asks for (3 or 4, default 3).
     pub version: u32,
+    /// `nfs`: also MOUNT the export `path` and GETATTR its root (NFSv3).
+    pub deep: bool,
+    /// `nfs` deep check: the MOUNT protocol's port (default: the NFS port, as user-space
+    /// servers serve both on one port).
+    pub mount_port: Option<u16>,
     /// `s3` and `http`: HTTPS (rustls), trusting `ca_file` (or the system's CAs) and
     /// verifying `server_name` (or the member's address).
     pub tls: bool,

@@ -25,6 +25,11 @@ pub fn null_call(xid: u32, program: u32, version: u32) -> Vec<u8> {
 
 /// Judges a reply record (without its record mark) to the call `xid`.
 pub fn judge_reply(xid: u32, reply: &[u8]) -> Result<(), String> {
+    accepted_results(xid, reply).map(|_| ())
+}
+
+/// Checks that a reply accepted the call `xid` with SUCCESS; returns where its results start.
+fn accepted_results(xid: u32, reply: &[u8]) -> Result<usize, String> {
     let word = |i: usize| -> Result<u32, String> {
         reply
             .get(i * 4..i * 4 + 4)
@@ -46,7 +51,7 @@ pub fn judge_reply(xid: u32, reply: &[u8]) -> Result<(), String> {
     let verifier_len = word(4)? as usize;
     let status_at = 5 + verifier_len.div_ceil(4);
     match word(status_at)? {
-        0 => Ok(()),
+        0 => Ok((status_at + 1) * 4),
         1 => Err("PROG_UNAVAIL: no NFS service".into()),
         2 => Err(format!(
             "PROG_MISMATCH: versions {}..{} only",
@@ -84,6 +89,126 @@ pub async fn probe(target: SocketAddr, program: u32, version: u32) -> Verdict {
     match result {
         Ok(()) => Verdict::ok(started),
         Err(reason) => Verdict::fail(started, reason),
+    }
+}
+
+/// The MOUNT program (version 3).
+pub const MOUNT_PROGRAM: u32 = 100_005;
+
+/// XDR opaque or string: length, bytes, padding to four octets.
+fn xdr_opaque(bytes: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+    out.resize(out.len() + (4 - bytes.len() % 4) % 4, 0);
+}
+
+/// A call with AUTH_UNIX credentials (uid 0, gid 0), which servers ask of MOUNT.
+pub fn unix_call(xid: u32, program: u32, version: u32, procedure: u32, args: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for word in [xid, 0, 2, program, version, procedure, 1] {
+        body.extend_from_slice(&word.to_be_bytes());
+    }
+    let mut credential = 0u32.to_be_bytes().to_vec(); // stamp
+    xdr_opaque(b"portico-site-agent", &mut credential);
+    credential.extend_from_slice(&[0u8; 12]); // uid 0, gid 0, no other groups
+    xdr_opaque(&credential, &mut body);
+    body.extend_from_slice(&[0u8; 8]); // AUTH_NONE verifier
+    body.extend_from_slice(args);
+    let mut call = (0x8000_0000u32 | body.len() as u32).to_be_bytes().to_vec();
+    call.extend_from_slice(&body);
+    call
+}
+
+/// Sends one call and returns the reply's results (after an accepted SUCCESS).
+async fn exchange(
+    stream: &mut tokio::net::TcpStream,
+    xid: u32,
+    call: &[u8],
+) -> Result<Vec<u8>, String> {
+    stream
+        .write_all(call)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut record = Vec::new();
+    loop {
+        let mut mark = [0u8; 4];
+        read_exact(stream, &mut mark).await?;
+        let mark = u32::from_be_bytes(mark);
+        let len = (mark & 0x7FFF_FFFF) as usize;
+        if record.len() + len > 1 << 20 {
+            return Err("RPC reply too large".into());
+        }
+        let start = record.len();
+        record.resize(start + len, 0);
+        read_exact(stream, &mut record[start..]).await?;
+        if mark & 0x8000_0000 != 0 {
+            break;
+        }
+    }
+    let at = accepted_results(xid, &record)?;
+    Ok(record[at..].to_vec())
+}
+
+/// The deep check of an NFSv3 export: MOUNT the export path (MOUNT protocol on
+/// `mount_target`), then GETATTR its root file handle on `target`. Proves the export is
+/// there and the file system answers, not only the RPC layer.
+pub async fn deep_probe(target: SocketAddr, mount_target: SocketAddr, export: &str) -> Verdict {
+    let started = Instant::now();
+    let result = async {
+        let xid = 0x5055_0000 | (started.elapsed().subsec_nanos() & 0xFFFF);
+        let mut args = Vec::new();
+        xdr_opaque(export.as_bytes(), &mut args);
+        let mut mount = connect(mount_target).await?;
+        let reply = exchange(&mut mount, xid, &unix_call(xid, MOUNT_PROGRAM, 3, 1, &args)).await?;
+        let status = reply
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or("short MNT reply")?;
+        if status != 0 {
+            return Err(format!("MOUNT {export}: {}", mount_status(status)));
+        }
+        let handle_len = reply
+            .get(4..8)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or("short MNT reply")?;
+        let handle = reply.get(8..8 + handle_len).ok_or("short MNT reply")?;
+        let mut args = Vec::new();
+        xdr_opaque(handle, &mut args);
+        let mut nfs = if mount_target == target {
+            mount
+        } else {
+            connect(target).await?
+        };
+        let xid = xid + 1;
+        let reply = exchange(&mut nfs, xid, &unix_call(xid, NFS_PROGRAM, 3, 1, &args)).await?;
+        let status = reply
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or("short GETATTR reply")?;
+        if status != 0 {
+            return Err(format!("GETATTR of the export root: NFS3 status {status}"));
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => Verdict::ok(started),
+        Err(reason) => Verdict::fail(started, reason),
+    }
+}
+
+fn mount_status(status: u32) -> String {
+    match status {
+        1 => "MNT3ERR_PERM".into(),
+        2 => "MNT3ERR_NOENT (no such export)".into(),
+        5 => "MNT3ERR_IO".into(),
+        13 => "MNT3ERR_ACCES (not allowed)".into(),
+        20 => "MNT3ERR_NOTDIR".into(),
+        22 => "MNT3ERR_INVAL".into(),
+        63 => "MNT3ERR_NAMETOOLONG".into(),
+        10004 => "MNT3ERR_NOTSUPP".into(),
+        10006 => "MNT3ERR_SERVERFAULT".into(),
+        other => format!("mount status {other}"),
     }
 }
 

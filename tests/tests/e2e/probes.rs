@@ -403,6 +403,17 @@ fn nfs_rpc_null_up_prog_mismatch_and_refused() {
     );
     let unavailable = rt.block_on(bounded(timeout, nfs::probe(addr, 100_099, 1)));
     assert!(!unavailable.ok, "an unknown program: {unavailable:?}");
+    // The deep check: MOUNT the export, GETATTR its root.
+    let deep = rt.block_on(bounded(timeout, nfs::deep_probe(addr, addr, "/export")));
+    assert!(deep.ok, "MOUNT /export and GETATTR: {deep:?}");
+    let missing = rt.block_on(bounded(
+        timeout,
+        nfs::deep_probe(addr, addr, "/no-such-export"),
+    ));
+    assert!(
+        missing.reason.starts_with("MOUNT /no-such-export"),
+        "a missing export fails the deep check: {missing:?}"
+    );
     server.abort();
     let _ = rt.block_on(server);
     std::thread::sleep(Duration::from_millis(100));

@@ -198,6 +198,9 @@ pub struct RawCheck {
     pub body: Option<String>,
     pub version: Option<u32>,
     #[serde(default)]
+    pub deep: bool,
+    pub mount_port: Option<u16>,
+    #[serde(default)]
     pub tls: bool,
     pub ca_file: Option<String>,
     pub server_name: Option<String>,

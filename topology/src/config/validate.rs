@@ -470,6 +470,8 @@ fn check(key: KeyPath, raw: &RawCheck) -> Result<Check> {
             Some(v @ (3 | 4)) => v,
             Some(_) => return Err(invalid(key.key("version"), "NFS version must be 3 or 4")),
         },
+        deep: raw.deep,
+        mount_port: raw.mount_port,
         tls: raw.tls,
         ca_file: raw.ca_file.clone(),
         server_name: raw.server_name.clone(),

@@ -96,6 +96,18 @@ async fn run_probe(target: &Target, credentials: Option<&Credentials>) -> Verdic
     let work = async {
         match check.kind {
             CheckKind::Tcp => probe::tcp::probe(target.addr).await,
+            CheckKind::Smb if check.deep => {
+                let server = check
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| target.addr.ip().to_string());
+                let share = check
+                    .path
+                    .as_deref()
+                    .unwrap_or("share")
+                    .trim_start_matches('/');
+                probe::smb::deep_probe(target.addr, &server, share).await
+            }
             CheckKind::Smb => probe::smb::probe(target.addr).await,
             CheckKind::Nfs if check.deep => {
                 let mount = SocketAddr::new(

@@ -214,7 +214,8 @@ pub struct Check {
     pub body: Option<String>,
     /// `nfs`: the NFS version the NULL call asks for (3 or 4, default 3).
     pub version: u32,
-    /// `nfs`: also MOUNT the export `path` and GETATTR its root (NFSv3).
+    /// `nfs`: also MOUNT the export `path` and GETATTR its root (NFSv3); `smb`: also open an
+    /// anonymous session and TREE_CONNECT to the share `path`.
     pub deep: bool,
     /// `nfs` deep check: the MOUNT protocol's port (default: the NFS port, as user-space
     /// servers serve both on one port).

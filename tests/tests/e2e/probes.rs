@@ -84,6 +84,19 @@ fn smb_negotiate_up_hung_and_stopped() {
     let timeout = Duration::from_millis(400);
     let verdict = rt.block_on(bounded(timeout, smb::probe(smbd.addr)));
     assert!(verdict.ok, "NEGOTIATE against smbd: {verdict:?}");
+    let ip = smbd.addr.ip().to_string();
+    let deep = rt.block_on(bounded(timeout, smb::deep_probe(smbd.addr, &ip, "share")));
+    assert!(deep.ok, "TREE_CONNECT to the share: {deep:?}");
+    // The share's directory removed: NEGOTIATE still passes, the deep check fails.
+    std::fs::remove_dir_all(smbd.dir.path().join("share")).unwrap();
+    let deep = rt.block_on(bounded(timeout, smb::deep_probe(smbd.addr, &ip, "share")));
+    assert!(!deep.ok, "the deep check sees the share gone: {deep:?}");
+    assert!(deep.reason.starts_with("TREE_CONNECT share"), "{deep:?}");
+    assert!(
+        rt.block_on(bounded(timeout, smb::probe(smbd.addr))).ok,
+        "NEGOTIATE still passes"
+    );
+    std::fs::create_dir_all(smbd.dir.path().join("share")).unwrap();
     assert!(rt.block_on(bounded(timeout, tcp::probe(smbd.addr))).ok);
     // Hung: TCP still accepts (the kernel does), NEGOTIATE never answers.
     smbd.signal("-STOP");

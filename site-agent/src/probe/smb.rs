@@ -83,66 +83,6 @@ pub async fn probe(target: SocketAddr) -> Verdict {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_request_matches_the_documented_bytes() {
-        let request = negotiate_request();
-        assert_eq!(
-            &request[..4],
-            &[0, 0, 0, 0x6c],
-            "108 octets after the header"
-        );
-        assert_eq!(request.len(), 112);
-        assert_eq!(&request[4..8], b"\xfeSMB");
-        assert_eq!(&request[68..70], &36u16.to_le_bytes());
-        assert_eq!(
-            &request[104..112],
-            &[0x02, 0x02, 0x10, 0x02, 0x00, 0x03, 0x02, 0x03]
-        );
-    }
-
-    fn response(status: u32, command: u16, structure: u16) -> Vec<u8> {
-        let mut m = b"\xfeSMB".to_vec();
-        m.extend_from_slice(&64u16.to_le_bytes());
-        m.extend_from_slice(&0u16.to_le_bytes());
-        m.extend_from_slice(&status.to_le_bytes());
-        m.extend_from_slice(&command.to_le_bytes());
-        m.resize(64, 0);
-        m.extend_from_slice(&structure.to_le_bytes());
-        m.extend_from_slice(&1u16.to_le_bytes());
-        m.extend_from_slice(&0x0302u16.to_le_bytes());
-        m
-    }
-
-    #[test]
-    fn golden_responses() {
-        assert_eq!(judge_response(&response(0, 0, 65)), Ok(0x0302));
-        assert!(
-            judge_response(&response(0xC000_0022, 0, 65))
-                .unwrap_err()
-                .contains("0xc0000022")
-        );
-        assert!(
-            judge_response(&response(0, 1, 65))
-                .unwrap_err()
-                .contains("command 1")
-        );
-        assert!(
-            judge_response(&response(0, 0, 9))
-                .unwrap_err()
-                .contains("StructureSize 9")
-        );
-        assert!(
-            judge_response(b"\xffSMB")
-                .unwrap_err()
-                .contains("not an SMB2")
-        );
-    }
-}
-
 /// NTLMSSP flags for an anonymous session: Unicode, request target, NTLM, always sign,
 /// extended session security, anonymous, 128 and 56 bit.
 const NTLM_FLAGS: u32 = 0x0000_0001
@@ -329,5 +269,65 @@ pub async fn deep_probe(target: SocketAddr, server: &str, share: &str) -> Verdic
     match result {
         Ok(()) => Verdict::ok(started),
         Err(reason) => Verdict::fail(started, reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_matches_the_documented_bytes() {
+        let request = negotiate_request();
+        assert_eq!(
+            &request[..4],
+            &[0, 0, 0, 0x6c],
+            "108 octets after the header"
+        );
+        assert_eq!(request.len(), 112);
+        assert_eq!(&request[4..8], b"\xfeSMB");
+        assert_eq!(&request[68..70], &36u16.to_le_bytes());
+        assert_eq!(
+            &request[104..112],
+            &[0x02, 0x02, 0x10, 0x02, 0x00, 0x03, 0x02, 0x03]
+        );
+    }
+
+    fn response(status: u32, command: u16, structure: u16) -> Vec<u8> {
+        let mut m = b"\xfeSMB".to_vec();
+        m.extend_from_slice(&64u16.to_le_bytes());
+        m.extend_from_slice(&0u16.to_le_bytes());
+        m.extend_from_slice(&status.to_le_bytes());
+        m.extend_from_slice(&command.to_le_bytes());
+        m.resize(64, 0);
+        m.extend_from_slice(&structure.to_le_bytes());
+        m.extend_from_slice(&1u16.to_le_bytes());
+        m.extend_from_slice(&0x0302u16.to_le_bytes());
+        m
+    }
+
+    #[test]
+    fn golden_responses() {
+        assert_eq!(judge_response(&response(0, 0, 65)), Ok(0x0302));
+        assert!(
+            judge_response(&response(0xC000_0022, 0, 65))
+                .unwrap_err()
+                .contains("0xc0000022")
+        );
+        assert!(
+            judge_response(&response(0, 1, 65))
+                .unwrap_err()
+                .contains("command 1")
+        );
+        assert!(
+            judge_response(&response(0, 0, 9))
+                .unwrap_err()
+                .contains("StructureSize 9")
+        );
+        assert!(
+            judge_response(b"\xffSMB")
+                .unwrap_err()
+                .contains("not an SMB2")
+        );
     }
 }

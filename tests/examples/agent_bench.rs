@@ -17,32 +17,6 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn proc_stat(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = fields
-        .get(11)
-        .and_then(|u| u.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kib = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (ticks, rss_kib)
-}
-
 fn main() {
     let members = env("MEMBERS", 200);
     let seconds = env("DURATION", 20);
@@ -102,14 +76,14 @@ members = [{}]
         .as_array()
         .map(|m| m.iter().filter(|m| m["health"] == "up").count())
         .unwrap_or(0);
-    let (before, _) = proc_stat(agent.id());
+    let (before, _) = tests::process_usage(agent.id());
     let started = Instant::now();
     let mut peak_rss = 0;
     while started.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_millis(500));
-        peak_rss = peak_rss.max(proc_stat(agent.id()).1);
+        peak_rss = peak_rss.max(tests::process_usage(agent.id()).1);
     }
-    let (after, rss) = proc_stat(agent.id());
+    let (after, rss) = tests::process_usage(agent.id());
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = (after - before) as f64 / 100.0;
     let probes = members as f64 * elapsed / 0.5;

@@ -58,24 +58,6 @@ fn report(site: &str, agent: &str, sequence: u64) -> String {
     )
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    fields
-        .get(11)
-        .and_then(|u| u.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -240,7 +222,7 @@ fn main() {
 
     // 2. Throughput.
     let pids: Vec<u32> = nodes.iter().map(DnsNode::pid).collect();
-    let cpu_before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let cpu_before: u64 = pids.iter().map(|p| tests::process_usage(*p).0).sum();
     let committed = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -270,7 +252,7 @@ fn main() {
         let _ = t.join();
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu_after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let cpu_after: u64 = pids.iter().map(|p| tests::process_usage(*p).0).sum();
     let cpu_seconds = (cpu_after - cpu_before) as f64 / 100.0;
     let done = committed.load(Ordering::Relaxed);
     println!(

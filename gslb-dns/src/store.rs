@@ -114,7 +114,7 @@ pub async fn follow_machine(
     let own_id = store.node.id();
     loop {
         let machine = applied.borrow_and_update().machine.clone();
-        for (id, address) in &machine.nodes {
+        for (id, address) in machine.nodes.iter() {
             if *id != own_id {
                 store.transport.set_peer(*id, &address.raft);
             }

@@ -4,6 +4,7 @@
 //! members; [`Machine::state`] projects them onto a [`Deployment`] as a `topology::State`.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -89,19 +90,21 @@ pub struct Change {
     pub why: String,
 }
 
-/// Everything the store replicates.
+/// Everything the store replicates. Each part is shared copy-on-write (`Arc`), so the
+/// node publishes a snapshot of the machine after every applied batch for the price of a
+/// few reference counts, and applying a command copies only the parts it changes.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Machine {
     /// `service/node` -> record.
-    pub members: BTreeMap<String, MemberRecord>,
-    pub sites: BTreeMap<String, SiteRecord>,
-    pub agents: BTreeMap<String, AgentProgress>,
+    pub members: Arc<BTreeMap<String, MemberRecord>>,
+    pub sites: Arc<BTreeMap<String, SiteRecord>>,
+    pub agents: Arc<BTreeMap<String, AgentProgress>>,
     /// site -> prefix -> RTT.
-    pub rtt: BTreeMap<String, BTreeMap<IpNet, RttEntry>>,
-    pub history: VecDeque<Change>,
+    pub rtt: Arc<BTreeMap<String, BTreeMap<IpNet, RttEntry>>>,
+    pub history: Arc<VecDeque<Change>>,
     /// Addresses of nodes added through membership changes (node id -> addresses).
     #[serde(default)]
-    pub nodes: BTreeMap<u64, NodeAddress>,
+    pub nodes: Arc<BTreeMap<u64, NodeAddress>>,
     /// The log index this machine reflects.
     pub applied: u64,
 }
@@ -170,7 +173,8 @@ impl Machine {
         who: &str,
         why: &str,
     ) {
-        self.history.push_back(Change {
+        let history = Arc::make_mut(&mut self.history);
+        history.push_back(Change {
             index,
             at,
             target,
@@ -178,8 +182,8 @@ impl Machine {
             who: who.to_owned(),
             why: why.to_owned(),
         });
-        while self.history.len() > HISTORY_LEN {
-            self.history.pop_front();
+        while history.len() > HISTORY_LEN {
+            history.pop_front();
         }
     }
 }
@@ -219,7 +223,7 @@ fn apply_report(
             report.sequence, report.agent, progress.sequence
         ));
     }
-    machine.agents.insert(
+    Arc::make_mut(&mut machine.agents).insert(
         report.agent.clone(),
         AgentProgress {
             site: report.site.clone(),
@@ -228,8 +232,7 @@ fn apply_report(
             received_at: at,
         },
     );
-    machine
-        .sites
+    Arc::make_mut(&mut machine.sites)
         .entry(report.site.clone())
         .or_default()
         .last_report = Some(at);
@@ -244,7 +247,9 @@ fn apply_report(
             continue;
         }
         let key = member_key(&observation.service, &observation.node);
-        let record = machine.members.entry(key.clone()).or_default();
+        let record = Arc::make_mut(&mut machine.members)
+            .entry(key.clone())
+            .or_default();
         let mut changes = Vec::new();
         record.reason = observation.reason.clone();
         record.latency_us = observation.latency_us;
@@ -310,12 +315,18 @@ fn apply_admin(
             if deployment.site_by_name(site).is_none() {
                 return Outcome::Ignored(format!("no site {site:?}"));
             }
-            machine.sites.entry(site.clone()).or_default().admin = action.admin;
+            Arc::make_mut(&mut machine.sites)
+                .entry(site.clone())
+                .or_default()
+                .admin = action.admin;
             Vec::new()
         }
     };
     for key in keys {
-        machine.members.entry(key).or_default().admin = action.admin;
+        Arc::make_mut(&mut machine.members)
+            .entry(key)
+            .or_default()
+            .admin = action.admin;
     }
     let change = format!(
         "admin {}",
@@ -344,7 +355,9 @@ fn apply_rtt(
     if deployment.site_by_name(&report.site).is_none() {
         return Outcome::Ignored(format!("no site {:?}", report.site));
     }
-    let prefixes = machine.rtt.entry(report.site.clone()).or_default();
+    let prefixes = Arc::make_mut(&mut machine.rtt)
+        .entry(report.site.clone())
+        .or_default();
     for sample in &report.samples {
         prefixes.insert(
             sample.prefix.trunc(),

@@ -317,7 +317,7 @@ impl Replica {
         for single in &change.changes {
             match single.get_change_type() {
                 ConfChangeType::RemoveNode => {
-                    self.machine.nodes.remove(&single.node_id);
+                    Arc::make_mut(&mut self.machine.nodes).remove(&single.node_id);
                     if single.node_id == self.raw.raft.id {
                         tracing::warn!(
                             "this node was removed from the store cluster; it goes silent"
@@ -327,7 +327,8 @@ impl Replica {
                 }
                 _ => {
                     if let Some(address) = &address {
-                        self.machine.nodes.insert(single.node_id, address.clone());
+                        Arc::make_mut(&mut self.machine.nodes)
+                            .insert(single.node_id, address.clone());
                     }
                 }
             }

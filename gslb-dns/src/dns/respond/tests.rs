@@ -678,7 +678,10 @@ fn explain_txt_names_the_site() {
 fn admin_drain_moves_answers_on_the_next_snapshot() {
     let c = control(true);
     let mut machine = state_store::Machine::default();
-    machine.sites.entry("fra".into()).or_default().admin = topology::AdminState::Drained;
+    Arc::make_mut(&mut machine.sites)
+        .entry("fra".into())
+        .or_default()
+        .admin = topology::AdminState::Drained;
     c.apply_machine(Arc::new(machine), topology::Timestamp(2_000));
     let message = ask(&c, &q("s3.storage.example", 1), "127.1.0.5");
     assert_eq!(answers(&message), ["127.0.20.1", "127.0.20.2"]);

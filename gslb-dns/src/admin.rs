@@ -152,7 +152,8 @@ pub fn state_view(snapshot: &crate::Snapshot) -> serde_json::Value {
                 .map(|id| {
                     let member = deployment.member(*id);
                     let ms = snapshot.state.member(*id);
-                    let family = Family::of(&member.address);
+                    let address = snapshot.state.address_of(deployment, *id);
+                    let family = Family::of(&address);
                     let verdict = topology::select::member_verdict(
                         deployment,
                         &snapshot.state,
@@ -163,7 +164,7 @@ pub fn state_view(snapshot: &crate::Snapshot) -> serde_json::Value {
                     MemberView {
                         node: member.node.clone(),
                         site: deployment.site(member.site).name.clone(),
-                        address: member.address,
+                        address,
                         health: ms.health,
                         reason: ms.reason.clone(),
                         admin: ms.admin,

@@ -350,7 +350,7 @@ fn render_state(out: &mut Exposition, snapshot: &Snapshot) {
                     deployment,
                     state,
                     m.id,
-                    Family::of(&m.address),
+                    Family::of(&state.address_of(deployment, m.id)),
                     snapshot.built_at,
                 )
                 .is_ok()

@@ -59,7 +59,7 @@ impl AnswerTable {
                         .map(|variant| {
                             let mut tails = Vec::new();
                             for member in &variant.members {
-                                match deployment.member(*member).address {
+                                match state.address_of(deployment, *member) {
                                     IpAddr::V4(a) => {
                                         rr_tail(1, service.ttl, &a.octets(), &mut tails)
                                     }

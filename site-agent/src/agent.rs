@@ -44,6 +44,8 @@ pub struct Target {
     pub check: Check,
     /// Plain or TLS, for the `s3` and `http` kinds.
     pub transport: Transport,
+    /// For a slot of a discovered group: the name whose addresses fill the group.
+    pub discover: Option<String>,
 }
 
 /// The members of `site` that have a check, with where and how to probe them. Fails on a
@@ -79,6 +81,7 @@ pub fn targets(deployment: &Deployment, site: &str) -> Result<Vec<Target>, Strin
             agent: m.agent_port.map(|p| SocketAddr::new(m.address, p)),
             check,
             transport,
+            discover: m.discover.as_ref().map(|n| n.as_str().to_owned()),
         });
     }
     Ok(targets)
@@ -172,6 +175,22 @@ async fn member_loop(
     let key = (target.service.clone(), target.node.clone());
     let mut next = Instant::now();
     loop {
+        // A slot of a discovered group probes whatever address it holds now, if any.
+        let mut target = target.clone();
+        if target.discover.is_some() {
+            let address = trackers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .and_then(Tracker::address);
+            let Some(ip) = address else {
+                next += target.check.interval;
+                tokio::time::sleep_until(next.max(Instant::now()).into()).await;
+                continue;
+            };
+            target.addr = SocketAddr::new(ip, target.addr.port());
+            target.agent = target.agent.map(|a| SocketAddr::new(ip, a.port()));
+        }
         let verdict = match limit.acquire().await {
             Ok(_permit) => run_probe(&target, credentials.as_ref()).await,
             Err(_) => return,
@@ -218,6 +237,51 @@ async fn member_loop(
             next = now + target.check.interval;
         }
         tokio::time::sleep_until(next.into()).await;
+    }
+}
+
+/// Resolves a discovered group's name every `interval` and fills its slots (stably);
+/// a failed resolution keeps the current addresses.
+async fn discover_loop(
+    service: String,
+    name: String,
+    slots: Vec<String>,
+    trackers: Trackers,
+    changed: Arc<Notify>,
+    resolver: Option<SocketAddr>,
+    interval: Duration,
+) {
+    loop {
+        match crate::discover::resolve(&name, resolver, Duration::from_secs(2)).await {
+            Ok(found) => {
+                let mut trackers = trackers.lock().unwrap_or_else(|e| e.into_inner());
+                let current: Vec<Option<std::net::IpAddr>> = slots
+                    .iter()
+                    .map(|node| {
+                        trackers
+                            .get(&(service.clone(), node.clone()))
+                            .and_then(Tracker::address)
+                    })
+                    .collect();
+                let next = crate::discover::assign(&current, &found);
+                let mut any = false;
+                for (node, address) in slots.iter().zip(next) {
+                    if let Some(tracker) = trackers.get_mut(&(service.clone(), node.clone()))
+                        && tracker.set_address(address)
+                    {
+                        tracing::info!(%service, %node, ?address, %name, "discovered address");
+                        any = true;
+                    }
+                }
+                if any {
+                    changed.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%service, %name, error = %e, "discovery failed; keeping the current addresses")
+            }
+        }
+        tokio::time::sleep(interval).await;
     }
 }
 
@@ -325,6 +389,26 @@ pub async fn run(setup: AgentSetup, targets: Vec<Target>, shutdown: watch::Recei
         .min()
         .unwrap_or(Duration::from_secs(1));
     let mut tasks = Vec::new();
+    let mut groups: crate::discover::Groups = BTreeMap::new();
+    for target in &targets {
+        if let Some(name) = &target.discover {
+            groups
+                .entry((target.service.clone(), name.clone()))
+                .or_default()
+                .push(target.node.clone());
+        }
+    }
+    for ((service, name), slots) in groups {
+        tasks.push(tokio::spawn(discover_loop(
+            service,
+            name,
+            slots,
+            trackers.clone(),
+            changed.clone(),
+            setup.settings.resolver,
+            setup.settings.discover_interval,
+        )));
+    }
     for target in targets {
         tasks.push(tokio::spawn(member_loop(
             target,

@@ -11,6 +11,7 @@
 //! proxy.
 
 pub mod agent;
+pub mod discover;
 pub mod feedback;
 pub mod metrics;
 pub mod probe;

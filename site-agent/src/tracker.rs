@@ -30,6 +30,8 @@ pub struct Tracker {
     agent_weight: u32,
     agent_admin: AdminState,
     agent_down: Option<String>,
+    /// For a slot of a discovered group: its current address.
+    address: Option<std::net::IpAddr>,
     /// Failed probes by reason, for metrics.
     pub failures: std::collections::BTreeMap<String, u64>,
     pub probes: u64,
@@ -46,9 +48,33 @@ impl Tracker {
             agent_weight: 100,
             agent_admin: AdminState::Active,
             agent_down: None,
+            address: None,
             failures: std::collections::BTreeMap::new(),
             probes: 0,
         }
+    }
+
+    /// A discovered slot got a new address (or lost it): what was known of the old address
+    /// no longer holds, so health starts over. Returns true when it changed.
+    pub fn set_address(&mut self, address: Option<std::net::IpAddr>) -> bool {
+        if self.address == address {
+            return false;
+        }
+        self.address = address;
+        self.hysteresis = Hysteresis::default();
+        self.latency_ewma_us = None;
+        self.reason = if address.is_some() {
+            "new address, no probe yet"
+        } else {
+            "no address discovered"
+        }
+        .into();
+        true
+    }
+
+    /// The discovered address of this slot, if any.
+    pub fn address(&self) -> Option<std::net::IpAddr> {
+        self.address
     }
 
     pub fn health(&self) -> Health {
@@ -133,6 +159,7 @@ impl Tracker {
             latency_us: self.latency_ewma_us.map(|l| l as u32),
             weight_percent: self.weight_percent(slow_probe),
             agent_admin: self.agent_admin,
+            address: self.address,
         }
     }
 }

@@ -52,7 +52,7 @@ pub fn explain(
         .map(|v| {
             v.members
                 .iter()
-                .map(|m| deployment.member(*m).address)
+                .map(|m| state.address_of(deployment, *m))
                 .collect()
         })
         .unwrap_or_default();

@@ -256,9 +256,14 @@ pub struct Member {
     pub id: MemberId,
     pub service: ServiceId,
     pub site: SiteId,
-    /// Unique within the service; defaults to the address.
+    /// Unique within the service; defaults to the address (for a discovered group,
+    /// `<group>-<slot>`).
     pub node: String,
+    /// The configured address; for a slot of a discovered group a placeholder, the address
+    /// comes from the state (`MemberState::address`).
     pub address: IpAddr,
+    /// The DNS name the site agent resolves to fill this group's slots.
+    pub discover: Option<DomainName>,
     /// Configured share, 1..=1000 (default 100); load feedback scales it.
     pub weight: u32,
     /// The port probes use on this member (overrides the check's port).

@@ -76,6 +76,8 @@ pub fn classify(deployment: &Deployment, location: &ClientLocation) -> ClientCla
 #[serde(rename_all = "kebab-case", tag = "reason", content = "detail")]
 pub enum Ineligible {
     OtherFamily,
+    /// A slot of a discovered group with no address (the name resolves to fewer).
+    NotDiscovered,
     Down(String),
     Unknown,
     Drained,
@@ -97,6 +99,7 @@ impl std::fmt::Display for Ineligible {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Ineligible::OtherFamily => write!(f, "address of the other family"),
+            Ineligible::NotDiscovered => write!(f, "no address discovered for this slot"),
             Ineligible::Down(reason) => write!(f, "down: {reason}"),
             Ineligible::Unknown => write!(f, "health unknown"),
             Ineligible::Drained => write!(f, "drained"),
@@ -144,10 +147,13 @@ fn verdict(
     strictness: Strictness,
 ) -> Result<u32, Ineligible> {
     let member = deployment.member(id);
-    if Family::of(&member.address) != family {
+    let ms = state.member(id);
+    if member.discover.is_some() && ms.address.is_none() {
+        return Err(Ineligible::NotDiscovered);
+    }
+    if Family::of(&state.address_of(deployment, id)) != family {
         return Err(Ineligible::OtherFamily);
     }
-    let ms = state.member(id);
     let weight = effective_weight(member.weight, ms.weight_percent);
     if strictness == Strictness::IgnoreAll {
         return Ok(weight.max(1));
@@ -347,7 +353,7 @@ pub fn select(
                     let v = member_verdict(deployment, state, *m, family, now);
                     MemberReport {
                         node: member.node.clone(),
-                        address: member.address,
+                        address: state.address_of(deployment, *m),
                         weight: v.as_ref().ok().copied(),
                         ineligible: v.err(),
                     }

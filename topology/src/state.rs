@@ -53,6 +53,8 @@ pub struct MemberState {
     /// What the node's own load-feedback agent asked for (`drain`, `maint`); only the agent
     /// undoes it (`ready`).
     pub agent_admin: AdminState,
+    /// For a slot of a discovered group: the address the site agent found for it.
+    pub address: Option<std::net::IpAddr>,
     /// Smoothed probe latency in microseconds, when probes report one.
     pub latency_us: Option<u32>,
 }
@@ -93,6 +95,7 @@ impl State {
                         weight_percent: 100,
                         admin: AdminState::Active,
                         agent_admin: AdminState::Active,
+                        address: None,
                         latency_us: None,
                     }
                 })
@@ -111,6 +114,14 @@ impl State {
     pub fn member(&self, id: MemberId) -> &MemberState {
         &self.members[id.0 as usize]
     }
+    /// The address a member is answered with: the discovered one for a slot of a group,
+    /// else the configured one.
+    pub fn address_of(&self, deployment: &Deployment, id: MemberId) -> std::net::IpAddr {
+        self.member(id)
+            .address
+            .unwrap_or(deployment.member(id).address)
+    }
+
     pub fn member_mut(&mut self, id: MemberId) -> &mut MemberState {
         &mut self.members[id.0 as usize]
     }

@@ -67,6 +67,10 @@ pub struct MemberObservation {
     /// says `ready` again.
     #[serde(default)]
     pub agent_admin: AdminState,
+    /// For a slot of a discovered group: the address the agent assigned to it (`None`
+    /// when the name resolves to fewer addresses than there are slots).
+    #[serde(default)]
+    pub address: Option<std::net::IpAddr>,
 }
 
 fn hundred() -> u32 {

@@ -27,6 +27,9 @@ pub struct MemberRecord {
     /// Set by the node's load-feedback agent through its site agent's reports.
     #[serde(default)]
     pub agent_admin: AdminState,
+    /// For a slot of a discovered group: its current address.
+    #[serde(default)]
+    pub address: Option<std::net::IpAddr>,
     /// When the health last changed (the proposing node's clock).
     pub changed_at: Option<Timestamp>,
 }
@@ -40,6 +43,7 @@ impl Default for MemberRecord {
             weight_percent: 100,
             admin: AdminState::Active,
             agent_admin: AdminState::Active,
+            address: None,
             changed_at: None,
         }
     }
@@ -148,6 +152,7 @@ impl Machine {
                     weight_percent: record.weight_percent,
                     admin: record.admin,
                     agent_admin: record.agent_admin,
+                    address: record.address.filter(|_| member.discover.is_some()),
                     latency_us: record.latency_us,
                     ..target.clone()
                 };
@@ -254,6 +259,14 @@ fn apply_report(
         record.reason = observation.reason.clone();
         record.latency_us = observation.latency_us;
         record.weight_percent = observation.weight_percent;
+        if record.address != observation.address {
+            record.address = observation.address;
+            let change = match observation.address {
+                Some(address) => format!("discovered address {address}"),
+                None => "no discovered address".to_owned(),
+            };
+            changes.push((change, "discovery"));
+        }
         if record.agent_admin != observation.agent_admin {
             record.agent_admin = observation.agent_admin;
             let change = format!("agent admin {:?}", observation.agent_admin).to_lowercase();

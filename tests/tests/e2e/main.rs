@@ -4,6 +4,7 @@
 mod admin_api;
 mod cluster;
 mod config_errors;
+mod discovery;
 mod dns_protocol;
 mod failover;
 mod geoip_reload;

@@ -37,6 +37,10 @@ pub struct SiteAgentSettings {
     /// `PORTICO_S3_ACCESS_KEY`, `PORTICO_S3_SECRET_KEY`).
     pub s3_access_key: Option<String>,
     pub s3_secret_key_file: Option<String>,
+    /// DNS server for discovered member groups (default: the system's resolver).
+    pub resolver: Option<std::net::SocketAddr>,
+    /// How often discovered groups are resolved again.
+    pub discover_interval: std::time::Duration,
 }
 
 impl Default for SiteAgentSettings {
@@ -48,6 +52,8 @@ impl Default for SiteAgentSettings {
             slow_probe: std::time::Duration::from_millis(200),
             s3_access_key: None,
             s3_secret_key_file: None,
+            resolver: None,
+            discover_interval: std::time::Duration::from_secs(5),
         }
     }
 }

@@ -211,7 +211,11 @@ pub struct RawCheck {
 pub struct RawMember {
     pub site: String,
     pub node: Option<String>,
-    pub address: String,
+    pub address: Option<String>,
+    /// A DNS name whose A/AAAA records are the group's addresses (e.g. a VIP pool).
+    pub discover: Option<String>,
+    /// How many addresses the group holds at most (slots), with `discover`.
+    pub slots: Option<usize>,
     pub weight: Option<u32>,
     pub port: Option<u16>,
     pub agent_port: Option<u16>,
@@ -227,6 +231,8 @@ pub struct RawSiteAgent {
     pub slow_probe: Option<String>,
     pub s3_access_key: Option<String>,
     pub s3_secret_key_file: Option<String>,
+    pub resolver: Option<String>,
+    pub discover_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

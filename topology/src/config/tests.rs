@@ -175,7 +175,7 @@ const ERRORS: &[(&str, &str, &str, usize, &str)] = &[
     ("check = { kind = \"s3\", interval = \"500ms\" }", "check.every = \"1s\"", "service[0].check.every", 27, "unknown field `every`"),
     // Missing fields: the table that lacks them.
     ("name = \"nfs\"", "# no name", "service[1]", 34, "missing field `name`"),
-    ("{ site = \"iad\", node = \"iad-n1\", address = \"127.0.21.1\" }", "{ site = \"iad\", node = \"iad-n1\" }", "service[1].members[0]", 39, "missing field `address`"),
+    ("{ site = \"iad\", node = \"iad-n1\", address = \"127.0.21.1\" }", "{ site = \"iad\", node = \"iad-n1\" }", "service[1].members[0].address", 39, "missing: give an address, or a name to discover"),
     // Wrong types.
     ("max_answers = 2", "max_answers = \"two\"", "service[0].max_answers", 25, "invalid type"),
     ("address = \"127.0.20.1\"", "address = 127", "service[0].members[2].address", 31, "invalid type"),
@@ -318,4 +318,40 @@ check.kind = "tcp"
     let span = locate::span_of(doc, &key_path("service[1].members[3].site")).unwrap();
     assert_eq!(locate::line_column(doc, span.start).0, 12);
     assert_eq!(locate::span_of(doc, &key_path("proxy.site")), None);
+}
+
+#[test]
+fn discovered_groups_expand_into_slots() {
+    let text = r#"
+[zone]
+origin = "storage.example."
+ns = ["ns1"]
+[[site]]
+name = "fra"
+[[service]]
+name = "s3"
+members = [{ site = "fra", node = "pool", discover = "vips.cluster.example.", slots = 3, port = 9000 }]
+"#;
+    let config = Config::from_toml(text, 1).unwrap();
+    let d = &config.deployment;
+    let nodes: Vec<&str> = d.members.iter().map(|m| m.node.as_str()).collect();
+    assert_eq!(nodes, ["pool-0", "pool-1", "pool-2"]);
+    assert!(
+        d.members
+            .iter()
+            .all(|m| m.discover.as_ref().map(|n| n.as_str()) == Some("vips.cluster.example."))
+    );
+    let both = text.replace(
+        "discover = \"vips.cluster.example.\"",
+        "discover = \"vips.cluster.example.\", address = \"10.0.0.1\"",
+    );
+    let err = Config::from_toml(&both, 1).unwrap_err();
+    assert_eq!(err.key(), "service[0].members[0].discover");
+    let relative = text.replace("vips.cluster.example.", "vips");
+    assert!(
+        Config::from_toml(&relative, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("final dot")
+    );
 }

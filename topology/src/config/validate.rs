@@ -360,41 +360,92 @@ fn service_of(
         let site = *site_ids
             .get(m.site.as_str())
             .ok_or_else(|| invalid(mkey.key("site"), format!("no site named {:?}", m.site)))?;
-        let address: IpAddr = m.address.parse().map_err(|_| {
-            invalid(
-                mkey.key("address"),
-                format!("{:?} is not an IP address", m.address),
-            )
-        })?;
-        let node = m.node.clone().unwrap_or_else(|| address.to_string());
-        if node.is_empty() || node.contains('/') || node.chars().any(char::is_whitespace) {
-            return Err(invalid(
-                mkey.key("node"),
-                "node names have no '/' or spaces",
-            ));
-        }
-        if !nodes.insert(node.clone()) {
-            return Err(invalid(
-                mkey.key("node"),
-                format!("node {node:?} appears twice in this service"),
-            ));
-        }
+        // A member is one address, or a group of `slots` whose addresses the site agent
+        // discovers by resolving a name.
+        let (addresses, discover): (Vec<(String, IpAddr)>, Option<DomainName>) =
+            match (&m.address, &m.discover) {
+                (Some(text), None) => {
+                    let address: IpAddr = text.parse().map_err(|_| {
+                        invalid(
+                            mkey.key("address"),
+                            format!("{text:?} is not an IP address"),
+                        )
+                    })?;
+                    (
+                        vec![(
+                            m.node.clone().unwrap_or_else(|| address.to_string()),
+                            address,
+                        )],
+                        None,
+                    )
+                }
+                (None, Some(text)) => {
+                    let name = DomainName::parse(text, None).map_err(|e| {
+                        invalid(
+                            mkey.key("discover"),
+                            format!("{text:?}: {e} (write the name absolute, with the final dot)"),
+                        )
+                    })?;
+                    let slots = m.slots.unwrap_or(4);
+                    if !(1..=64).contains(&slots) {
+                        return Err(invalid(mkey.key("slots"), "must be within 1..=64"));
+                    }
+                    let group = m
+                        .node
+                        .clone()
+                        .unwrap_or_else(|| name.as_str().trim_end_matches('.').to_owned());
+                    let placeholder = IpAddr::from([0, 0, 0, 0]);
+                    (
+                        (0..slots)
+                            .map(|i| (format!("{group}-{i}"), placeholder))
+                            .collect(),
+                        Some(name),
+                    )
+                }
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        mkey.key("discover"),
+                        "a member has an address or a name to discover, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        mkey.key("address"),
+                        "missing: give an address, or a name to discover",
+                    ));
+                }
+            };
         let weight = m.weight.unwrap_or(100);
         if !(1..=1000).contains(&weight) {
             return Err(invalid(mkey.key("weight"), "must be within 1..=1000"));
         }
-        let member = MemberId(members.len() as u32);
-        members.push(Member {
-            id: member,
-            service: id,
-            site,
-            node,
-            address,
-            weight,
-            port: m.port,
-            agent_port: m.agent_port,
-        });
-        own.push(member);
+        for (node, address) in addresses {
+            if node.is_empty() || node.contains('/') || node.chars().any(char::is_whitespace) {
+                return Err(invalid(
+                    mkey.key("node"),
+                    "node names have no '/' or spaces",
+                ));
+            }
+            if !nodes.insert(node.clone()) {
+                return Err(invalid(
+                    mkey.key("node"),
+                    format!("node {node:?} appears twice in this service"),
+                ));
+            }
+            let member = MemberId(members.len() as u32);
+            members.push(Member {
+                id: member,
+                service: id,
+                site,
+                node,
+                address,
+                discover: discover.clone(),
+                weight,
+                port: m.port,
+                agent_port: m.agent_port,
+            });
+            own.push(member);
+        }
     }
     Ok(Service {
         name: raw.name.trim_end_matches('.').to_owned(),
@@ -569,6 +620,16 @@ fn components(raw: &RawConfig, site_ids: &HashMap<&str, SiteId>) -> Result<Compo
         )?;
         site_agent.s3_access_key = agent.s3_access_key.clone();
         site_agent.s3_secret_key_file = agent.s3_secret_key_file.clone();
+        site_agent.resolver = agent
+            .resolver
+            .as_deref()
+            .map(|text| socket_addr(key.key("resolver"), text))
+            .transpose()?;
+        site_agent.discover_interval = duration(
+            key.key("discover_interval"),
+            agent.discover_interval.as_deref(),
+            site_agent.discover_interval,
+        )?;
     }
     Ok(ComponentSections {
         site_agent,

@@ -74,6 +74,7 @@ fn report(
                 latency_us: Some(900),
                 weight_percent: *weight,
                 agent_admin: AdminState::Active,
+                address: None,
             })
             .collect(),
     })
@@ -309,6 +310,7 @@ fn only_the_agent_undoes_what_the_agent_set() {
                 latency_us: None,
                 weight_percent: 100,
                 agent_admin,
+                address: None,
             }],
         })
     };

@@ -143,7 +143,7 @@ async fn run_probe(target: &Target, credentials: Option<&Credentials>) -> Verdic
                         secret_key: String::new(),
                         session_token: None,
                     }),
-                    virtual_host: None,
+                    virtual_host: check.virtual_host.clone(),
                 };
                 probe::s3::probe(target.addr, &target.transport, &s3, unix_now().as_secs()).await
             }

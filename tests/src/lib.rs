@@ -434,6 +434,11 @@ pub const SECRET_KEY: &str = "portico/test/secret";
 impl S3Node {
     /// Starts s3-node on `ip` (an ephemeral port) with a bucket named `bucket`.
     pub fn start(ip: &str) -> S3Node {
+        Self::start_with(ip, &[])
+    }
+
+    /// [`S3Node::start`] with extra arguments (e.g. `--domain s3.test`).
+    pub fn start_with(ip: &str, extra: &[&str]) -> S3Node {
         let root = TempDir::new("s3");
         std::fs::create_dir_all(root.path().join("bucket")).unwrap();
         let mut child = Command::new(binary("s3-node"))
@@ -445,6 +450,7 @@ impl S3Node {
                 "--secret-key",
                 SECRET_KEY,
             ])
+            .args(extra)
             .arg(root.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -220,6 +220,9 @@ pub struct Check {
     /// `nfs` deep check: the MOUNT protocol's port (default: the NFS port, as user-space
     /// servers serve both on one port).
     pub mount_port: Option<u16>,
+    /// `s3`: virtual-hosted style, `HEAD /` with `Host: <bucket>.<virtual_host>` (default:
+    /// path style, `HEAD /<bucket>`).
+    pub virtual_host: Option<String>,
     /// `s3` and `http`: HTTPS (rustls), trusting `ca_file` (or the system's CAs) and
     /// verifying `server_name` (or the member's address).
     pub tls: bool,

@@ -1,7 +1,8 @@
 //! `s3-node`: a small real S3 server for tests and demos: s3s-fs (which checks SigV4
 //! signatures) serving a directory. Each top-level directory of ROOT is a bucket.
 //!
-//! Usage: `s3-node --listen 127.0.10.1:0 --access-key AK --secret-key SK ROOT`; prints
+//! Usage: `s3-node --listen 127.0.10.1:0 --access-key AK --secret-key SK [--domain D] ROOT`
+//! (`--domain` enables virtual-hosted-style requests, `<bucket>.D`); prints
 //! `s3-node listening on ADDR` once it accepts connections.
 #![allow(clippy::print_stdout)]
 
@@ -21,11 +22,13 @@ fn usage() -> ! {
 async fn main() {
     let mut args = std::env::args().skip(1);
     let (mut listen, mut access, mut secret, mut root) = (None, None, None, None);
+    let mut domains = Vec::new();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--listen" => listen = args.next().and_then(|a| a.parse::<SocketAddr>().ok()),
             "--access-key" => access = args.next(),
             "--secret-key" => secret = args.next(),
+            "--domain" => domains.extend(args.next()),
             _ if root.is_none() && !arg.starts_with("--") => root = Some(arg),
             _ => usage(),
         }
@@ -43,6 +46,15 @@ async fn main() {
     };
     let mut builder = S3ServiceBuilder::new(filesystem);
     builder.set_auth(SimpleAuth::from_single(access, secret));
+    if !domains.is_empty() {
+        match s3s::host::MultiDomain::new(&domains) {
+            Ok(host) => builder.set_host(host),
+            Err(e) => {
+                eprintln!("s3-node: --domain: {e:?}");
+                std::process::exit(2)
+            }
+        }
+    }
     let service = builder.build();
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(listener) => listener,

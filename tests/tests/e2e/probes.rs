@@ -530,3 +530,25 @@ fn http_probe_over_tls_verifies_the_server() {
     );
     assert!(site_agent::tls::transport(Some("/nonexistent/ca.pem"), "127.0.7.1").is_err());
 }
+
+#[test]
+fn s3_probe_in_virtual_hosted_style() {
+    use site_agent::probe::http::Transport;
+    use site_agent::probe::s3;
+    let rt = runtime();
+    let node = tests::S3Node::start_with("127.0.10.42", &["--domain", "s3.test"]);
+    let mut check = s3_check(SECRET_KEY);
+    check.virtual_host = Some("s3.test".into());
+    let timeout = Duration::from_millis(400);
+    let verdict = rt.block_on(bounded(
+        timeout,
+        s3::probe(node.addr, &Transport::Plain, &check, now()),
+    ));
+    assert!(verdict.ok, "HEAD / with Host bucket.s3.test: {verdict:?}");
+    check.bucket = "missing".into();
+    let verdict = rt.block_on(bounded(
+        timeout,
+        s3::probe(node.addr, &Transport::Plain, &check, now()),
+    ));
+    assert_eq!(verdict.reason, "404 bucket gone");
+}

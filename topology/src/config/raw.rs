@@ -200,6 +200,7 @@ pub struct RawCheck {
     #[serde(default)]
     pub deep: bool,
     pub mount_port: Option<u16>,
+    pub virtual_host: Option<String>,
     #[serde(default)]
     pub tls: bool,
     pub ca_file: Option<String>,

@@ -523,6 +523,7 @@ fn check(key: KeyPath, raw: &RawCheck) -> Result<Check> {
         },
         deep: raw.deep,
         mount_port: raw.mount_port,
+        virtual_host: raw.virtual_host.clone(),
         tls: raw.tls,
         ca_file: raw.ca_file.clone(),
         server_name: raw.server_name.clone(),

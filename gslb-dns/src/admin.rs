@@ -247,12 +247,13 @@ async fn explain(
     };
     let (location, network) = snapshot.locate(client);
     let (class, scope) = snapshot.classes.lookup(client);
-    let explained = topology::explain(
+    let explained = topology::explain::explain_with_class(
         deployment,
         &snapshot.state,
         service,
         family,
         &location,
+        snapshot.classes.class(class),
         snapshot.built_at,
     );
     let located_by = match &location {

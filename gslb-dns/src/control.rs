@@ -56,7 +56,7 @@ impl Control {
         now: Timestamp,
     ) -> Result<Control, StartError> {
         let zone = Arc::new(ZoneData::build(&deployment)?);
-        let classes = Arc::new(build_classes(&deployment, &geo)?);
+        let classes = Arc::new(build_classes(&deployment, &geo, &Default::default())?);
         let mut inner = Inner {
             machine: Arc::new(Machine::default()),
             store: StoreView::default(),
@@ -100,6 +100,15 @@ impl Control {
     pub fn apply_machine(&self, machine: Arc<Machine>, now: Timestamp) {
         let mut inner = self.lock();
         inner.store.applied = machine.applied;
+        // New RTT samples change the `latency` classes: rebuild the class table.
+        if !Arc::ptr_eq(&inner.machine.rtt, &machine.rtt) {
+            match build_classes(&self.deployment, &inner.geo, &machine.rtt) {
+                Ok(classes) => inner.classes = Arc::new(classes),
+                Err(e) => {
+                    tracing::warn!(error = %e, "client classes not rebuilt for new RTT samples")
+                }
+            }
+        }
         inner.machine = machine;
         self.publish(&mut inner, now);
     }
@@ -127,8 +136,8 @@ impl Control {
 
     /// Switches to a new GeoIP database (the client classes are rebuilt).
     pub fn set_geo(&self, geo: Arc<GeoDb>, now: Timestamp) -> Result<(), geoip_data::GeoError> {
-        let classes = Arc::new(build_classes(&self.deployment, &geo)?);
         let mut inner = self.lock();
+        let classes = Arc::new(build_classes(&self.deployment, &geo, &inner.machine.rtt)?);
         inner.geo = geo;
         inner.classes = classes;
         self.publish(&mut inner, now);

@@ -178,17 +178,39 @@ pub fn geo_location(location: geoip_data::Location) -> GeoLocation {
     }
 }
 
-/// Builds the client-class table from a GeoIP database and the deployment's site networks.
+/// RTT samples from the store, per client prefix: the sites that measured it and their RTT.
+pub type RttTable = std::collections::BTreeMap<
+    String,
+    std::collections::BTreeMap<ipnet::IpNet, state_store::machine::RttEntry>,
+>;
+
+/// Builds the client-class table from a GeoIP database, the deployment's site networks and
+/// the RTT samples proxies reported (prefixes with samples get `latency` orders).
 pub fn build_classes(
     deployment: &Deployment,
     geo: &GeoDb,
+    rtt: &RttTable,
 ) -> Result<ClassTable, geoip_data::GeoError> {
     let networks = geo.networks()?;
-    Ok(ClassTable::build(
+    let mut by_prefix: std::collections::BTreeMap<ipnet::IpNet, Vec<(SiteId, u32)>> =
+        std::collections::BTreeMap::new();
+    for (site, prefixes) in rtt {
+        let Some(site) = deployment.site_by_name(site) else {
+            continue;
+        };
+        for (prefix, entry) in prefixes {
+            by_prefix
+                .entry(*prefix)
+                .or_default()
+                .push((site, entry.rtt_us));
+        }
+    }
+    Ok(ClassTable::build_with_rtt(
         deployment,
         networks
             .into_iter()
             .map(|(net, location)| (net, geo_location(location))),
+        by_prefix,
     ))
 }
 

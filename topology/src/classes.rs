@@ -25,6 +25,35 @@ pub struct ClassTable {
 /// The class of unknown clients is always the first.
 pub const UNKNOWN_CLASS: ClassId = 0;
 
+/// Classes deduplicated as they are made.
+struct Interner {
+    classes: Vec<ClientClass>,
+    ids: HashMap<ClientClass, ClassId>,
+}
+
+impl Interner {
+    fn new() -> Interner {
+        let unknown = ClientClass {
+            order: None,
+            latency: None,
+        };
+        Interner {
+            ids: HashMap::from([(unknown.clone(), UNKNOWN_CLASS)]),
+            classes: vec![unknown],
+        }
+    }
+
+    fn intern(&mut self, class: ClientClass) -> ClassId {
+        if let Some(id) = self.ids.get(&class) {
+            return *id;
+        }
+        self.classes.push(class.clone());
+        let id = (self.classes.len() - 1) as ClassId;
+        self.ids.insert(class, id);
+        id
+    }
+}
+
 impl ClassTable {
     /// Builds the table from GeoIP networks (as the database lists them) and the sites'
     /// client networks, which beat GeoIP wherever they apply (longest site network wins among
@@ -33,19 +62,22 @@ impl ClassTable {
         deployment: &Deployment,
         geo_networks: impl IntoIterator<Item = (IpNet, GeoLocation)>,
     ) -> ClassTable {
-        let mut classes = vec![ClientClass { order: None }];
-        let mut ids: HashMap<ClientClass, ClassId> = HashMap::new();
-        ids.insert(classes[0].clone(), UNKNOWN_CLASS);
-        let mut intern = |class: ClientClass| -> ClassId {
-            *ids.entry(class.clone()).or_insert_with(|| {
-                classes.push(class);
-                (classes.len() - 1) as ClassId
-            })
-        };
+        Self::build_with_rtt(deployment, geo_networks, std::iter::empty())
+    }
+
+    /// [`ClassTable::build`], plus client prefixes with RTT samples: each becomes its own
+    /// class whose `latency` order puts the sites by measured RTT first (lowest first), then
+    /// the rest in the prefix's location order.
+    pub fn build_with_rtt(
+        deployment: &Deployment,
+        geo_networks: impl IntoIterator<Item = (IpNet, GeoLocation)>,
+        rtt: impl IntoIterator<Item = (IpNet, Vec<(SiteId, u32)>)>,
+    ) -> ClassTable {
+        let mut interner = Interner::new();
         let mut builder = PrefixMapBuilder::default();
         for (net, location) in geo_networks {
             let class = classify(deployment, &ClientLocation::Geoip { location });
-            builder.paint(net, intern(class));
+            builder.paint(net, interner.intern(class));
         }
         let mut site_networks: Vec<(IpNet, SiteId)> = deployment
             .site_ids()
@@ -60,11 +92,43 @@ impl ClassTable {
         site_networks.sort_by_key(|(net, _)| net.prefix_len());
         for (net, site) in site_networks {
             let class = classify(deployment, &ClientLocation::SiteNetwork { site });
-            builder.paint(net, intern(class));
+            builder.paint(net, interner.intern(class));
+        }
+        let mut measured: Vec<(IpNet, Vec<(SiteId, u32)>)> = rtt.into_iter().collect();
+        if !measured.is_empty() {
+            measured.sort_by_key(|(prefix, _)| prefix.prefix_len());
+            let base = builder.clone().build();
+            for (prefix, mut samples) in measured {
+                let prefix = prefix.trunc();
+                let (base_class, _) = base.lookup(prefix.addr());
+                let order = interner.classes[base_class.unwrap_or(UNKNOWN_CLASS) as usize]
+                    .order
+                    .clone();
+                samples.sort_by_key(|(site, rtt)| (*rtt, *site));
+                let mut latency: Vec<SiteId> = Vec::new();
+                for (site, _) in samples {
+                    if !latency.contains(&site) {
+                        latency.push(site);
+                    }
+                }
+                let rest = order
+                    .clone()
+                    .unwrap_or_else(|| deployment.site_ids().collect());
+                latency.extend(
+                    rest.into_iter()
+                        .filter(|s| !latency.contains(s))
+                        .collect::<Vec<_>>(),
+                );
+                let class = ClientClass {
+                    order,
+                    latency: Some(latency),
+                };
+                builder.paint(prefix, interner.intern(class));
+            }
         }
         ClassTable {
             map: builder.build(),
-            classes,
+            classes: interner.classes,
         }
     }
 

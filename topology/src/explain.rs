@@ -33,8 +33,29 @@ pub fn explain(
     location: &ClientLocation,
     now: Timestamp,
 ) -> Explain {
-    let class = classify(deployment, location);
-    let selection = select(deployment, state, service, family, &class, now);
+    explain_with_class(
+        deployment,
+        state,
+        service,
+        family,
+        location,
+        &classify(deployment, location),
+        now,
+    )
+}
+
+/// [`explain`] for a client whose class is already known (from the [`crate::ClassTable`],
+/// which also knows the RTT-measured prefixes the `latency` policy uses).
+pub fn explain_with_class(
+    deployment: &Deployment,
+    state: &State,
+    service: ServiceId,
+    family: Family,
+    location: &ClientLocation,
+    class: &crate::select::ClientClass,
+    now: Timestamp,
+) -> Explain {
+    let selection = select(deployment, state, service, family, class, now);
     let mut explanation = selection.explanation;
     let origin = location.coordinates(&deployment.sites);
     for report in &mut explanation.sites {

@@ -37,6 +37,9 @@ impl Family {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct ClientClass {
     pub order: Option<Vec<SiteId>>,
+    /// For clients whose prefix has RTT samples: the sites by measured RTT (lowest first),
+    /// then the rest in `order`. Used by the `latency` policy.
+    pub latency: Option<Vec<SiteId>>,
 }
 
 /// Orders the sites for a location: its own site first (site networks), then nearest by
@@ -48,7 +51,10 @@ pub fn classify(deployment: &Deployment, location: &ClientLocation) -> ClientCla
     };
     let origin = location.coordinates(&deployment.sites);
     if local.is_none() && origin.is_none() {
-        return ClientClass { order: None };
+        return ClientClass {
+            order: None,
+            latency: None,
+        };
     }
     let mut order: Vec<SiteId> = deployment
         .site_ids()
@@ -68,7 +74,10 @@ pub fn classify(deployment: &Deployment, location: &ClientLocation) -> ClientCla
     if let Some(local) = local {
         order.insert(0, local);
     }
-    ClientClass { order: Some(order) }
+    ClientClass {
+        order: Some(order),
+        latency: None,
+    }
 }
 
 /// Why a member cannot be handed out.
@@ -290,6 +299,10 @@ fn site_order(
     match service.policy {
         Policy::Failover => (with_rest(&service.failover_order), "failover_order"),
         Policy::Weighted | Policy::RoundRobin => (with_rest(&[]), "configuration order"),
+        Policy::Latency if class.latency.is_some() => (
+            class.latency.clone().unwrap_or_default(),
+            "measured RTT for the client's prefix, then distance",
+        ),
         Policy::Topology | Policy::Latency | Policy::LeastLoad => match &class.order {
             Some(order) => (order.clone(), "client's site, then distance"),
             None if service.unknown_client_order.is_empty() => {

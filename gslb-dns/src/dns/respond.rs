@@ -279,14 +279,15 @@ impl Context<'_> {
     ) {
         let snapshot = self.snapshot;
         let (location, network) = snapshot.locate(self.client);
-        let (_, block_len) = snapshot.classes.lookup(self.client);
+        let (class, block_len) = snapshot.classes.lookup(self.client);
         answer.scope = block_len;
-        let explained = topology::explain(
+        let explained = topology::explain::explain_with_class(
             &snapshot.deployment,
             &snapshot.state,
             service,
             Family::V4,
             &location,
+            snapshot.classes.class(class),
             // The time the answers were computed at, so the explanation matches them.
             snapshot.built_at,
         );

@@ -201,3 +201,43 @@ fn agent_reports_are_applied_once_and_in_order() {
         "{history}"
     );
 }
+
+#[test]
+fn rtt_samples_steer_the_latency_policy() {
+    let node = DnsNode::start(CONFIG, false);
+    let fast = |source: &str| node.short(&["-b", source, "fast.storage.example"]);
+    assert_eq!(
+        fast("127.1.5.9"),
+        ["127.0.10.31"],
+        "no samples yet: the client's own site"
+    );
+    let (status, body) = node.http(
+        "POST",
+        "/api/v1/rtt",
+        Some(r#"{"site":"iad","samples":[{"prefix":"127.1.5.0/24","rtt_us":2000,"samples":40}]}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = node.http(
+        "POST",
+        "/api/v1/rtt",
+        Some(r#"{"site":"fra","samples":[{"prefix":"127.1.5.0/24","rtt_us":9000,"samples":40}]}"#),
+    );
+    assert_eq!(status, 200);
+    assert_eventually!(
+        Duration::from_secs(3),
+        fast("127.1.5.9") == ["127.0.20.31"],
+        "the lowest RTT did not win"
+    );
+    assert_eq!(
+        fast("127.1.6.9"),
+        ["127.0.10.31"],
+        "a prefix without samples keeps its own site"
+    );
+    let out = node.dig(&["fast.storage.example", "+subnet=127.1.5.0/24"]);
+    assert!(
+        out.contains("CLIENT-SUBNET: 127.1.5.0/24/24"),
+        "scope of the measured prefix: {out}"
+    );
+    let (_, explain) = node.http("GET", "/api/v1/explain?name=fast&client=127.1.5.9", None);
+    assert!(explain.contains("measured RTT"), "{explain}");
+}

@@ -67,6 +67,16 @@ members = [
 ]
 
 [[service]]
+name = "fast"
+policy = "latency"
+max_answers = 1
+members = [
+    { site = "fra", address = "127.0.10.31" },
+    { site = "iad", address = "127.0.20.31" },
+    { site = "sin", address = "127.0.30.31" },
+]
+
+[[service]]
 name = "nfs"
 ttl = 0
 members = [

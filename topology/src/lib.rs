@@ -19,6 +19,7 @@ pub mod model;
 pub mod name;
 pub mod prefix;
 pub mod records;
+pub mod rendezvous;
 pub mod select;
 pub mod state;
 pub mod wire;

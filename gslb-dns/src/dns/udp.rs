@@ -91,7 +91,7 @@ fn serve(
     stop: Arc<AtomicBool>,
 ) {
     let fd = socket.as_raw_fd();
-    let mut packets = vec![[0u8; MAX_QUERY]; BATCH];
+    let mut packets = vec![[0u8; MAX_QUERY]; BATCH]; // exactly BATCH, see the receive arrays
     let mut replies: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(MAX_QUERY)).collect();
     let mut received: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
     let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
@@ -102,8 +102,11 @@ fn serve(
     while !stop.load(Ordering::Relaxed) {
         received.clear();
         {
-            let mut buffers: Vec<[IoSliceMut<'_>; 1]> =
-                packets.iter_mut().map(|p| [IoSliceMut::new(p)]).collect();
+            // On the stack: no allocation per batch.
+            let mut packets_left = packets.iter_mut();
+            let mut buffers: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
+                [IoSliceMut::new(packets_left.next().expect("BATCH packets"))]
+            });
             match recvmmsg(
                 fd,
                 &mut recv_headers,
@@ -145,14 +148,17 @@ fn serve(
         }
         let mut sent = 0;
         while sent < answered.len() {
-            let slices: Vec<[IoSlice<'_>; 1]> = answered[sent..]
-                .iter()
-                .map(|i| [IoSlice::new(&replies[*i])])
-                .collect();
+            let pending = &answered[sent..];
+            let slices: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|j| {
+                [IoSlice::new(
+                    pending.get(j).map_or(&[][..], |i| &replies[*i][..]),
+                )]
+            });
+            let slices = &slices[..pending.len()];
             match sendmmsg(
                 fd,
                 &mut send_headers,
-                &slices,
+                slices,
                 &destinations[sent..],
                 [],
                 MsgFlags::empty(),

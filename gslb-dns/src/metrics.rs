@@ -127,11 +127,6 @@ impl Metrics {
             .sum()
     }
 
-    /// Total queries answered with `rcode` (for tests and the state API).
-    pub fn queries_with_rcode(&self, rcode: u16) -> u64 {
-        self.sum(usize::from(rcode).min(RCODES - 1))
-    }
-
     /// The Prometheus text exposition of the counters, of `snapshot`'s state and of the
     /// store's status.
     pub fn render(&self, snapshot: &Snapshot, store: &NodeStatus, peers: &[PeerState]) -> String {

@@ -204,11 +204,6 @@ impl DnsNode {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }
 
-    /// Lines the node logged so far.
-    pub fn logs(&self) -> Vec<String> {
-        self.stderr.try_iter().collect()
-    }
-
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -31,4 +31,4 @@ pub use geo::{ClientLocation, Coordinates, GeoLocation};
 pub use model::*;
 pub use name::DomainName;
 pub use select::{ClientClass, Family, Selection, Variant, classify, select};
-pub use state::{AdminState, AdminTarget, Health, MemberState, SiteState, State, Timestamp};
+pub use state::{AdminState, Health, MemberState, SiteState, State, Timestamp};

@@ -131,31 +131,4 @@ impl State {
     pub fn site_mut(&mut self, id: SiteId) -> &mut SiteState {
         &mut self.sites[id.0 as usize]
     }
-
-    /// Sets the admin state of a member, a site, or every member of a service.
-    pub fn apply_admin(
-        &mut self,
-        deployment: &Deployment,
-        target: &AdminTarget,
-        admin: AdminState,
-    ) {
-        match target {
-            AdminTarget::Member(id) => self.member_mut(*id).admin = admin,
-            AdminTarget::Site(id) => self.site_mut(*id).admin = admin,
-            AdminTarget::Service(id) => {
-                for member in &deployment.service(*id).members {
-                    self.member_mut(*member).admin = admin;
-                }
-            }
-        }
-    }
-}
-
-/// What an admin action applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "id", rename_all = "lowercase")]
-pub enum AdminTarget {
-    Member(MemberId),
-    Site(SiteId),
-    Service(crate::model::ServiceId),
 }

@@ -154,14 +154,6 @@ impl SledStorage {
         Ok(())
     }
 
-    /// The applied index last recorded.
-    pub fn applied(&self) -> Result<u64, StorageFault> {
-        Ok(match self.meta.get(APPLIED)? {
-            Some(bytes) => index_of(&bytes)?,
-            None => 0,
-        })
-    }
-
     /// Replaces the log with a snapshot received from the leader.
     pub fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageFault> {
         let metadata = snapshot.get_metadata().clone();

@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 use ipnet::IpNet;
 use topology::select::Outcome;
 use topology::{
-    AdminState, AdminTarget, ClassTable, Config, Coordinates, Deployment, Family, GeoLocation,
-    Health, MemberId, Selection, ServiceId, State, Timestamp, select,
+    AdminState, ClassTable, Config, Coordinates, Deployment, Family, GeoLocation, Health, MemberId,
+    Selection, ServiceId, State, Timestamp, select,
 };
 
 pub const DEPLOYMENT: &str = include_str!("deployment.toml");
@@ -152,27 +152,17 @@ pub fn state_with(d: &Deployment, service: ServiceId, tweaks: &[Tweak]) -> State
                     set_health(*id, Health::Down, "probe failed");
                 }
             }
-            Drain(node) => {
-                state.apply_admin(d, &AdminTarget::Member(member(node)), AdminState::Drained)
+            Drain(node) => state.member_mut(member(node)).admin = AdminState::Drained,
+            Maint(node) => state.member_mut(member(node)).admin = AdminState::Maintenance,
+            Force(node) => state.member_mut(member(node)).admin = AdminState::ForcedDown,
+            AllDrain => {
+                for id in &d.service(service).members {
+                    state.member_mut(*id).admin = AdminState::Drained;
+                }
             }
-            Maint(node) => state.apply_admin(
-                d,
-                &AdminTarget::Member(member(node)),
-                AdminState::Maintenance,
-            ),
-            Force(node) => state.apply_admin(
-                d,
-                &AdminTarget::Member(member(node)),
-                AdminState::ForcedDown,
-            ),
-            AllDrain => state.apply_admin(d, &AdminTarget::Service(service), AdminState::Drained),
-            SiteDrain(s) => state.apply_admin(d, &AdminTarget::Site(site(s)), AdminState::Drained),
-            SiteMaint(s) => {
-                state.apply_admin(d, &AdminTarget::Site(site(s)), AdminState::Maintenance)
-            }
-            SiteForce(s) => {
-                state.apply_admin(d, &AdminTarget::Site(site(s)), AdminState::ForcedDown)
-            }
+            SiteDrain(s) => state.site_mut(site(s)).admin = AdminState::Drained,
+            SiteMaint(s) => state.site_mut(site(s)).admin = AdminState::Maintenance,
+            SiteForce(s) => state.site_mut(site(s)).admin = AdminState::ForcedDown,
             Pct(node, percent) => state.member_mut(member(node)).weight_percent = percent,
             Report(s, age) => state.site_mut(site(s)).last_report = Some(Timestamp(NOW.0 - age)),
         }

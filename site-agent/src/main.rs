@@ -84,10 +84,15 @@ fn load(args: &Args) -> anyhow::Result<AgentSetup> {
         _ => None,
     };
     let deployment = Arc::new(config.deployment);
-    let needs_s3 = deployment.services.iter().any(|s| {
-        s.check
-            .as_ref()
-            .is_some_and(|c| c.kind == topology::CheckKind::S3)
+    // Credentials are needed only when this site has members behind an s3 check.
+    let site_id = deployment.site_by_name(&site);
+    let needs_s3 = deployment.members.iter().any(|m| {
+        Some(m.site) == site_id
+            && deployment
+                .service(m.service)
+                .check
+                .as_ref()
+                .is_some_and(|c| c.kind == topology::CheckKind::S3)
     });
     if needs_s3 && s3_credentials.is_none() {
         anyhow::bail!(

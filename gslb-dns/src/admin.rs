@@ -118,6 +118,8 @@ struct MemberView {
     weight_percent: u32,
     eligible: bool,
     ineligible: Option<String>,
+    /// The weight the site's proxies give it for new connections (0: none).
+    proxy_weight: u32,
 }
 
 async fn state(AxumState(ctx): AxumState<AdminContext>) -> Json<serde_json::Value> {
@@ -172,6 +174,12 @@ pub fn state_view(snapshot: &crate::Snapshot) -> serde_json::Value {
                         weight_percent: ms.weight_percent,
                         eligible: verdict.is_ok(),
                         ineligible: verdict.err().map(|why| why.to_string()),
+                        proxy_weight: topology::select::proxy_verdict(
+                            deployment,
+                            &snapshot.state,
+                            *id,
+                        )
+                        .unwrap_or(0),
                     }
                 })
                 .collect();

@@ -147,6 +147,44 @@ pub fn member_verdict(
     verdict(deployment, state, member, family, now, Strictness::Normal)
 }
 
+/// The weight a site's proxy gives a member for new connections, or why it gets none.
+/// Unlike [`member_verdict`], a site's own admin state and staleness do not count: draining
+/// a site moves new clients away in DNS while its proxies keep serving whoever still comes,
+/// and health not yet known is left to the proxy's passive checks. A member drained or in
+/// maintenance (by an operator or its own agent), down, undiscovered or at weight 0 gets
+/// no new connection.
+pub fn proxy_verdict(
+    deployment: &Deployment,
+    state: &State,
+    id: MemberId,
+) -> Result<u32, Ineligible> {
+    let member = deployment.member(id);
+    let ms = state.member(id);
+    if member.discover.is_some() && ms.address.is_none() {
+        return Err(Ineligible::NotDiscovered);
+    }
+    match ms.admin {
+        AdminState::Active => {}
+        AdminState::Drained => return Err(Ineligible::Drained),
+        AdminState::Maintenance => return Err(Ineligible::Maintenance),
+        AdminState::ForcedDown => return Err(Ineligible::ForcedDown),
+    }
+    match ms.agent_admin {
+        AdminState::Active => {}
+        AdminState::Drained => return Err(Ineligible::AgentDrained),
+        AdminState::Maintenance | AdminState::ForcedDown => {
+            return Err(Ineligible::AgentMaintenance);
+        }
+    }
+    if ms.health == Health::Down {
+        return Err(Ineligible::Down(ms.reason.clone()));
+    }
+    match effective_weight(member.weight, ms.weight_percent) {
+        0 => Err(Ineligible::ZeroWeight),
+        weight => Ok(weight),
+    }
+}
+
 fn verdict(
     deployment: &Deployment,
     state: &State,

@@ -4,10 +4,14 @@
 
 pub mod duration;
 mod locate;
+mod proxy;
 mod raw;
 mod validate;
 
 pub use locate::KeyPath;
+pub use proxy::{
+    BackendTls, HttpLimits, Listener, ListenerProtocol, ListenerTls, ProxySettings, Route,
+};
 
 use crate::model::Deployment;
 
@@ -19,7 +23,7 @@ pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 #[derive(Debug, Clone, Default)]
 pub struct ComponentSections {
     pub site_agent: SiteAgentSettings,
-    pub proxy_site: Option<String>,
+    pub proxy: ProxySettings,
 }
 
 /// The site agent's section (`[site_agent]`).

@@ -240,6 +240,73 @@ pub struct RawSiteAgent {
 #[serde(deny_unknown_fields)]
 pub struct RawProxy {
     pub site: Option<String>,
+    #[serde(default)]
+    pub state_from: Vec<String>,
+    pub metrics: Option<String>,
+    pub drain_timeout: Option<String>,
+    pub rtt_report_interval: Option<String>,
+    pub rtt_prefix_v4: Option<u8>,
+    pub rtt_prefix_v6: Option<u8>,
+    pub access_log: Option<bool>,
+    pub eject_after: Option<u32>,
+    pub eject_for: Option<String>,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<RawListener>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: String,
+    pub protocol: String,
+    pub listen: String,
+    pub service: String,
+    pub backend_port: Option<u16>,
+    pub connect_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub splice: Option<bool>,
+    pub tls: Option<RawListenerTls>,
+    pub backend_tls: Option<RawBackendTls>,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_request_line: Option<usize>,
+    pub header_timeout: Option<String>,
+    pub body_idle_timeout: Option<String>,
+    pub retries: Option<u32>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackendTls {
+    pub ca: Option<String>,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub service: String,
+    pub min_content_length: Option<u64>,
+    pub max_content_length: Option<u64>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub host: Option<String>,
+    pub bucket: Option<String>,
+    pub header: Option<String>,
+    #[serde(default)]
+    pub query: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

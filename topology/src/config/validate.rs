@@ -17,14 +17,14 @@ use crate::records::{RecordData, StaticRecord, parse_record, rtype};
 
 type Result<T> = std::result::Result<T, Invalid>;
 
-fn invalid(key: KeyPath, message: impl Into<String>) -> Invalid {
+pub(super) fn invalid(key: KeyPath, message: impl Into<String>) -> Invalid {
     Invalid {
         key,
         message: message.into(),
     }
 }
 
-fn duration(key: KeyPath, text: Option<&str>, default: Duration) -> Result<Duration> {
+pub(super) fn duration(key: KeyPath, text: Option<&str>, default: Duration) -> Result<Duration> {
     match text {
         None => Ok(default),
         Some(text) => parse_duration(text).map_err(|e| invalid(key, e)),
@@ -530,7 +530,7 @@ fn check(key: KeyPath, raw: &RawCheck) -> Result<Check> {
     })
 }
 
-fn socket_addr(key: KeyPath, text: &str) -> Result<SocketAddr> {
+pub(super) fn socket_addr(key: KeyPath, text: &str) -> Result<SocketAddr> {
     text.parse().map_err(|_| {
         invalid(
             key,
@@ -634,10 +634,13 @@ fn components(raw: &RawConfig, site_ids: &HashMap<&str, SiteId>) -> Result<Compo
     }
     Ok(ComponentSections {
         site_agent,
-        proxy_site: known(
-            "proxy.site",
-            &raw.proxy.as_ref().and_then(|p| p.site.clone()),
-        )?,
+        proxy: match &raw.proxy {
+            None => super::proxy::ProxySettings::default(),
+            Some(proxy) => {
+                known("proxy.site", &proxy.site)?;
+                super::proxy::validate(proxy, &raw.services, &raw.sites)?
+            }
+        },
     })
 }
 

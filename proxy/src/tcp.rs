@@ -1,0 +1,401 @@
+//! L4 listeners (NFS, SMB, any TCP): each client connection goes to the member rendezvous
+//! hashing picks for the client's address, and bytes then move both ways with `splice(2)`
+//! (or a plain copy) until both sides have closed, with half-close passed on, an idle
+//! timeout, and a reset passed on as a reset.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use socket2::SockRef;
+use tokio::io::Interest;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::Shared;
+use crate::backends::Backend;
+use crate::sys::Pipe;
+use topology::config::Listener;
+
+/// Accepts until the proxy drains, then returns.
+pub async fn serve(listener: TcpListener, config: Listener, shared: Arc<Shared>) {
+    let config = Arc::new(config);
+    let limit = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let mut draining = shared.draining.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = draining.wait_for(|d| *d) => return,
+        };
+        let (client, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and the like: back off instead of spinning.
+                tracing::warn!(listener = %config.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let labels = format!("listener=\"{}\"", config.name);
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            shared
+                .metrics
+                .add("portico_proxy_connections_refused_total", labels, 1);
+            drop(client);
+            continue;
+        };
+        shared
+            .metrics
+            .add("portico_proxy_connections_total", labels, 1);
+        let shared = shared.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            let _session = shared.sessions.enter();
+            session(client, peer, &config, &shared).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn session(client: TcpStream, peer: SocketAddr, config: &Listener, shared: &Shared) {
+    let started = Instant::now();
+    let labels = format!("listener=\"{}\"", config.name);
+    shared
+        .metrics
+        .add("portico_proxy_active_connections", labels.clone(), 1);
+    let _ = client.set_nodelay(true);
+    let outcome = connect_and_forward(&client, peer, config, shared).await;
+    shared.rtt.sample(peer.ip(), &client);
+    shared
+        .metrics
+        .sub("portico_proxy_active_connections", labels.clone(), 1);
+    let (member, up, down, how) = match &outcome {
+        Ok((member, totals, end)) => (member.node.as_str(), totals.0, totals.1, *end),
+        Err(e) => ("-", 0, 0, e.as_str()),
+    };
+    shared.metrics.add(
+        "portico_proxy_bytes_total",
+        format!("{labels},direction=\"upstream\""),
+        up,
+    );
+    shared.metrics.add(
+        "portico_proxy_bytes_total",
+        format!("{labels},direction=\"downstream\""),
+        down,
+    );
+    if shared.access_log {
+        tracing::info!(
+            target: "access",
+            listener = %config.name,
+            client = %peer,
+            member,
+            bytes_up = up,
+            bytes_down = down,
+            ms = started.elapsed().as_millis() as u64,
+            end = how,
+            "tcp session"
+        );
+    }
+}
+
+/// The member for this client (trying others in rendezvous order when one refuses), then
+/// the forwarding until the session ends.
+async fn connect_and_forward(
+    client: &TcpStream,
+    peer: SocketAddr,
+    config: &Listener,
+    shared: &Shared,
+) -> Result<(Arc<Backend>, (u64, u64), &'static str), String> {
+    let pool = shared
+        .pools
+        .pool(&config.service)
+        .ok_or_else(|| "no pool".to_string())?;
+    let mut tried = Vec::new();
+    let (member, upstream) = loop {
+        let Some(member) = pool.by_client(peer.ip(), &shared.pools.clock, &tried) else {
+            shared.metrics.add(
+                "portico_proxy_upstream_errors_total",
+                format!("listener=\"{}\",kind=\"no_member\"", config.name),
+                1,
+            );
+            // Reset: the client's protocol (NFS, SMB) reconnects, maybe to a recovered member.
+            let _ = SockRef::from(client).set_linger(Some(Duration::ZERO));
+            return Err("no-member".into());
+        };
+        tried.push(member.key);
+        match connect(member.address(), config.connect_timeout).await {
+            Ok(stream) => {
+                member.succeeded();
+                break (member, stream);
+            }
+            Err(kind) => {
+                shared.upstream_failure(&config.name, &member, kind);
+            }
+        }
+    };
+    shared.metrics.add(
+        "portico_proxy_routes_total",
+        format!(
+            "listener=\"{}\",service=\"{}\"",
+            config.name, config.service
+        ),
+        1,
+    );
+    member.outstanding.fetch_add(1, Ordering::Relaxed);
+    let result = forward(client, &upstream, config.splice, config.idle_timeout).await;
+    member.outstanding.fetch_sub(1, Ordering::Relaxed);
+    match result {
+        Ok(totals) => Ok((member, totals, "closed")),
+        Err((totals, end)) => {
+            // Pass a failure on as a reset, so neither side mistakes it for a clean end.
+            let _ = SockRef::from(client).set_linger(Some(Duration::ZERO));
+            let _ = SockRef::from(&upstream).set_linger(Some(Duration::ZERO));
+            if end == "upstream-reset" {
+                shared.metrics.add(
+                    "portico_proxy_upstream_errors_total",
+                    format!("listener=\"{}\",kind=\"reset\"", config.name),
+                    1,
+                );
+            }
+            Ok((member, totals, end))
+        }
+    }
+}
+
+/// Connects within `timeout`; the error is the kind for metrics.
+pub async fn connect(address: SocketAddr, timeout: Duration) -> Result<TcpStream, &'static str> {
+    match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+        Err(_) => Err("connect_timeout"),
+        Ok(Err(_)) => Err("connect_refused"),
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+    }
+}
+
+/// Bytes moved (client to member, member to client), or those and why it ended badly.
+type Forwarded = Result<(u64, u64), ((u64, u64), &'static str)>;
+
+/// Moves bytes both ways until both directions have ended. A direction ends at end of
+/// stream, which is passed on as a half-close (`shutdown(SHUT_WR)`) so the other direction
+/// can go on (NFS and SMB clients rarely half-close, but HTTP/1.0 or rsync-style peers do).
+/// An error on either side or `idle` without a byte either way ends both.
+pub async fn forward(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    splice: bool,
+    idle: Duration,
+) -> Forwarded {
+    let activity = AtomicU64::new(0);
+    let started = Instant::now();
+    let up = pump(client, upstream, splice, &activity, started);
+    let down = pump(upstream, client, splice, &activity, started);
+    let watchdog = async {
+        loop {
+            let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+            let quiet_for = started.elapsed().saturating_sub(last);
+            if quiet_for >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - quiet_for).await;
+        }
+    };
+    tokio::pin!(up, down, watchdog);
+    let (mut up_done, mut down_done) = (None, None);
+    loop {
+        tokio::select! {
+            result = &mut up, if up_done.is_none() => {
+                match result {
+                    Ok(n) => up_done = Some(n),
+                    Err((n, _)) => return Err(((n, down_done.unwrap_or(0)), "client-reset")),
+                }
+            }
+            result = &mut down, if down_done.is_none() => {
+                match result {
+                    Ok(n) => down_done = Some(n),
+                    Err((n, _)) => return Err(((up_done.unwrap_or(0), n), "upstream-reset")),
+                }
+            }
+            _ = &mut watchdog => return Err(((up_done.unwrap_or(0), down_done.unwrap_or(0)), "idle-timeout")),
+        }
+        if let (Some(up), Some(down)) = (up_done, down_done) {
+            return Ok((up, down));
+        }
+    }
+}
+
+/// One direction: `from` to `to` until end of stream (then half-close `to`).
+async fn pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    splice: bool,
+    activity: &AtomicU64,
+    started: Instant,
+) -> Result<u64, (u64, io::Error)> {
+    let mut moved = 0u64;
+    let result = if splice {
+        match Pipe::new() {
+            Ok(pipe) => pump_splice(from, to, pipe, &mut moved, activity, started).await,
+            Err(_) => pump_copy(from, to, &mut moved, activity, started).await,
+        }
+    } else {
+        pump_copy(from, to, &mut moved, activity, started).await
+    };
+    match result {
+        Ok(()) => {
+            let _ = SockRef::from(to).shutdown(std::net::Shutdown::Write);
+            Ok(moved)
+        }
+        Err(e) => Err((moved, e)),
+    }
+}
+
+fn touch(activity: &AtomicU64, started: Instant) {
+    activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+}
+
+async fn pump_splice(
+    from: &TcpStream,
+    to: &TcpStream,
+    mut pipe: Pipe,
+    moved: &mut u64,
+    activity: &AtomicU64,
+    started: Instant,
+) -> io::Result<()> {
+    loop {
+        // Fill the pipe from the source...
+        let n = loop {
+            from.readable().await?;
+            match from.try_io(Interest::READABLE, || pipe.fill_from(from)) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        touch(activity, started);
+        // ...and empty it into the destination.
+        while pipe.pending > 0 {
+            to.writable().await?;
+            match to.try_io(Interest::WRITABLE, || pipe.drain_to(to)) {
+                Ok(n) => *moved += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        touch(activity, started);
+    }
+}
+
+async fn pump_copy(
+    from: &TcpStream,
+    to: &TcpStream,
+    moved: &mut u64,
+    activity: &AtomicU64,
+    started: Instant,
+) -> io::Result<()> {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = loop {
+            from.readable().await?;
+            match from.try_read(&mut buffer) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        touch(activity, started);
+        let mut written = 0;
+        while written < n {
+            to.writable().await?;
+            match to.try_write(&buffer[written..n]) {
+                Ok(w) => written += w,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        *moved += n as u64;
+        touch(activity, started);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (b, _) = listener.accept().await.unwrap();
+        (a, b)
+    }
+
+    async fn half_close_both_ways(splice: bool) {
+        // client <-> [proxy_client | proxy_upstream] <-> server
+        let (mut client, proxy_client) = pair().await;
+        let (proxy_upstream, mut server) = pair().await;
+        let forwarding = tokio::spawn(async move {
+            forward(
+                &proxy_client,
+                &proxy_upstream,
+                splice,
+                Duration::from_secs(5),
+            )
+            .await
+        });
+        let payload = vec![7u8; 3 * 1024 * 1024 + 17];
+        client.write_all(&payload).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(
+            got.len(),
+            payload.len(),
+            "the server sees the client's end of stream"
+        );
+        // The other direction still works after the client's half-close.
+        server.write_all(b"reply after half-close").await.unwrap();
+        server.shutdown().await.unwrap();
+        let mut reply = String::new();
+        client.read_to_string(&mut reply).await.unwrap();
+        assert_eq!(reply, "reply after half-close");
+        let totals = forwarding.await.unwrap().unwrap();
+        assert_eq!(totals, (payload.len() as u64, 22));
+    }
+
+    #[tokio::test]
+    async fn splice_forwarding_passes_half_close_on() {
+        half_close_both_ways(true).await;
+    }
+
+    #[tokio::test]
+    async fn copy_forwarding_passes_half_close_on() {
+        half_close_both_ways(false).await;
+    }
+
+    #[tokio::test]
+    async fn an_idle_session_ends() {
+        let (_client, proxy_client) = pair().await;
+        let (proxy_upstream, _server) = pair().await;
+        let started = Instant::now();
+        let result = forward(
+            &proxy_client,
+            &proxy_upstream,
+            true,
+            Duration::from_millis(200),
+        )
+        .await;
+        assert_eq!(result, Err(((0, 0), "idle-timeout")));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+}

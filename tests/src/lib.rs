@@ -435,7 +435,31 @@ impl S3Node {
     /// [`S3Node::start`] with extra arguments (e.g. `--domain s3.test`).
     pub fn start_with(ip: &str, extra: &[&str]) -> S3Node {
         let root = TempDir::new("s3");
-        std::fs::create_dir_all(root.path().join("bucket")).unwrap();
+        let serve = root.path().to_path_buf();
+        Self::spawn(ip, root, &serve, extra)
+    }
+
+    /// A node serving `shared` (several nodes may share one directory, as the nodes of
+    /// one storage cluster share one namespace), logging each request to
+    /// [`S3Node::access_log`].
+    pub fn start_shared(ip: &str, shared: &Path) -> S3Node {
+        let root = TempDir::new("s3-log");
+        let log = root.path().join("access.log");
+        Self::spawn(ip, root, shared, &["--access-log", log.to_str().unwrap()])
+    }
+
+    /// The requests this node received (`METHOD TARGET LENGTH` lines), when started by
+    /// [`S3Node::start_shared`].
+    pub fn access_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.root.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn spawn(ip: &str, root: TempDir, serve: &Path, extra: &[&str]) -> S3Node {
+        std::fs::create_dir_all(serve.join("bucket")).unwrap();
         let mut child = Command::new(binary("s3-node"))
             .args([
                 "--listen",
@@ -446,7 +470,7 @@ impl S3Node {
                 SECRET_KEY,
             ])
             .args(extra)
-            .arg(root.path())
+            .arg(serve)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -512,4 +536,92 @@ pub fn process_usage(pid: u32) -> (u64, u64) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     (field(11) + field(12), rss_kib)
+}
+
+/// A running `proxy` process, killed on drop.
+#[derive(Debug)]
+pub struct ProxyNode {
+    child: Child,
+    pub dir: TempDir,
+    stderr: mpsc::Receiver<String>,
+    /// Standard error read so far (see [`ProxyNode::log`]).
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl ProxyNode {
+    /// Starts `proxy --config <config> <args>` and waits until it has logged `listeners`
+    /// listening lines.
+    pub fn start(config: &str, listeners: usize, args: &[&str]) -> ProxyNode {
+        let dir = TempDir::new("proxy");
+        let path = dir.write("proxy.toml", config);
+        let mut child = Command::new(binary("proxy"))
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .env("PORTICO_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start proxy");
+        let stderr = forward_lines(child.stderr.take().expect("stderr"));
+        let node = ProxyNode {
+            child,
+            dir,
+            stderr,
+            seen: std::sync::Mutex::new(Vec::new()),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let listening = node
+                .log()
+                .iter()
+                .filter(|l| l.contains("listening"))
+                .count();
+            if listening >= listeners {
+                return node;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("proxy did not start:\n{}", node.log().join("\n"));
+    }
+
+    /// Everything the proxy wrote to standard error so far.
+    pub fn log(&self) -> Vec<String> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.extend(self.stderr.try_iter());
+        seen.clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM (a drain) without waiting.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The peak resident memory of the process in KiB (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for ProxyNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -10,6 +10,7 @@ mod failover;
 mod geoip_reload;
 mod malformed;
 mod probes;
+mod proxy;
 mod resolver;
 mod tidy;
 

@@ -9,14 +9,14 @@ use site_agent::probe::{bounded, smb, tcp};
 use tests::{TempDir, free_port};
 
 /// One smbd instance on its own loopback address and port (BACKENDS.md).
-struct Smbd {
+pub(crate) struct Smbd {
     child: Child,
-    addr: SocketAddr,
-    dir: TempDir,
+    pub(crate) addr: SocketAddr,
+    pub(crate) dir: TempDir,
 }
 
 impl Smbd {
-    fn start(ip: &str) -> Smbd {
+    pub(crate) fn start(ip: &str) -> Smbd {
         let dir = TempDir::new("smbd");
         let port = free_port(ip);
         for sub in [
@@ -257,12 +257,28 @@ fn agent_check_words_from_a_live_responder() {
     assert!(unreachable.unwrap_err().contains("unreachable"));
 }
 
-/// An empty read-only NFSv3 export, served by nfsserve (a user-space NFS server) in the
-/// test process.
-struct EmptyExport;
+/// A read-only NFSv3 export holding one file, `hello.txt` ([`HELLO`]), served by nfsserve
+/// (a user-space NFS server) in the test process.
+pub(crate) struct TestExport;
+
+/// The contents of the export's `hello.txt`.
+pub(crate) const HELLO: &[u8] =
+    b"hello from a user-space NFSv3 server, through whatever is in between\n";
+
+fn hello_attributes() -> nfsserve::nfs::fattr3 {
+    nfsserve::nfs::fattr3 {
+        ftype: nfsserve::nfs::ftype3::NF3REG,
+        mode: 0o644,
+        nlink: 1,
+        size: HELLO.len() as u64,
+        used: HELLO.len() as u64,
+        fileid: 2,
+        ..Default::default()
+    }
+}
 
 #[async_trait::async_trait]
-impl nfsserve::vfs::NFSFileSystem for EmptyExport {
+impl nfsserve::vfs::NFSFileSystem for TestExport {
     fn capabilities(&self) -> nfsserve::vfs::VFSCapabilities {
         nfsserve::vfs::VFSCapabilities::ReadOnly
     }
@@ -271,12 +287,19 @@ impl nfsserve::vfs::NFSFileSystem for EmptyExport {
     }
     async fn lookup(
         &self,
-        _: u64,
-        _: &nfsserve::nfs::filename3,
+        dir: u64,
+        name: &nfsserve::nfs::filename3,
     ) -> Result<u64, nfsserve::nfs::nfsstat3> {
-        Err(nfsserve::nfs::nfsstat3::NFS3ERR_NOENT)
+        match (dir, name.0.as_slice()) {
+            (1, b"hello.txt") => Ok(2),
+            (1, b".") => Ok(1),
+            _ => Err(nfsserve::nfs::nfsstat3::NFS3ERR_NOENT),
+        }
     }
     async fn getattr(&self, id: u64) -> Result<nfsserve::nfs::fattr3, nfsserve::nfs::nfsstat3> {
+        if id == 2 {
+            return Ok(hello_attributes());
+        }
         if id != 1 {
             return Err(nfsserve::nfs::nfsstat3::NFS3ERR_NOENT);
         }
@@ -297,11 +320,16 @@ impl nfsserve::vfs::NFSFileSystem for EmptyExport {
     }
     async fn read(
         &self,
-        _: u64,
-        _: u64,
-        _: u32,
+        id: u64,
+        offset: u64,
+        count: u32,
     ) -> Result<(Vec<u8>, bool), nfsserve::nfs::nfsstat3> {
-        Err(nfsserve::nfs::nfsstat3::NFS3ERR_ISDIR)
+        if id != 2 {
+            return Err(nfsserve::nfs::nfsstat3::NFS3ERR_ISDIR);
+        }
+        let start = (offset as usize).min(HELLO.len());
+        let end = (start + count as usize).min(HELLO.len());
+        Ok((HELLO[start..end].to_vec(), end == HELLO.len()))
     }
     async fn write(
         &self,
@@ -352,11 +380,21 @@ impl nfsserve::vfs::NFSFileSystem for EmptyExport {
     async fn readdir(
         &self,
         _: u64,
-        _: u64,
+        start_after: u64,
         _: usize,
     ) -> Result<nfsserve::vfs::ReadDirResult, nfsserve::nfs::nfsstat3> {
+        if start_after >= 2 {
+            return Ok(nfsserve::vfs::ReadDirResult {
+                entries: Vec::new(),
+                end: true,
+            });
+        }
         Ok(nfsserve::vfs::ReadDirResult {
-            entries: Vec::new(),
+            entries: vec![nfsserve::vfs::DirEntry {
+                fileid: 2,
+                name: nfsserve::nfs::nfsstring(b"hello.txt".to_vec()),
+                attr: hello_attributes(),
+            }],
             end: true,
         })
     }
@@ -387,7 +425,7 @@ fn nfs_rpc_null_up_prog_mismatch_and_refused() {
     let port = free_port(ip);
     let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
     let server = rt.spawn(async move {
-        let mut listener = NFSTcpListener::bind(&format!("{ip}:{port}"), EmptyExport)
+        let mut listener = NFSTcpListener::bind(&format!("{ip}:{port}"), TestExport)
             .await
             .expect("nfsserve bind");
         listener.with_export_name("export");

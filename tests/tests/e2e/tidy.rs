@@ -106,3 +106,28 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[test]
+fn unsafe_code_lives_only_in_the_proxys_syscall_module() {
+    let manifest = read("Cargo.toml");
+    assert!(
+        manifest.contains("unsafe_code = \"deny\""),
+        "the workspace denies unsafe code"
+    );
+    let audited = workspace_root().join("proxy/src/sys.rs");
+    for member in workspace_members() {
+        for file in walk(&workspace_root().join(&member)) {
+            if file.ends_with("tests/e2e/tidy.rs") {
+                continue; // this check names what it looks for
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            let allows = text.matches("allow(unsafe_code)").count();
+            if file == audited {
+                assert_eq!(allows, 1, "one audited unsafe block in {}", file.display());
+                assert!(text.contains("// SAFETY:"), "the unsafe block says why it is sound");
+            } else {
+                assert_eq!(allows, 0, "{} allows unsafe code", file.display());
+            }
+        }
+    }
+}

@@ -291,19 +291,21 @@ fn validate_listener(
         Some(v) if v >= min => Ok(v),
         Some(_) => Err(invalid(key.key(name), format!("must be at least {min}"))),
     };
+    let max_header_bytes = at_least(
+        "max_header_bytes",
+        raw.max_header_bytes,
+        1024,
+        defaults.max_header_bytes,
+    )?;
     let limits = HttpLimits {
-        max_header_bytes: at_least(
-            "max_header_bytes",
-            raw.max_header_bytes,
-            1024,
-            defaults.max_header_bytes,
-        )?,
+        max_header_bytes,
         max_headers: at_least("max_headers", raw.max_headers, 8, defaults.max_headers)?,
         max_request_line: at_least(
             "max_request_line",
             raw.max_request_line,
             256,
-            defaults.max_request_line,
+            // Unset, it follows a smaller head limit down.
+            defaults.max_request_line.min(max_header_bytes),
         )?,
         header_timeout: duration(
             key.key("header_timeout"),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Portico's test command: installs the real DNS tools the end-to-end tests drive
-# (dig, kdig, unbound) and protoc (raft-rs builds its protocol with it), builds every
-# binary and runs the whole test suite.
+# Portico's test command: installs the real tools the end-to-end tests drive (dig, kdig,
+# unbound; samba and smbclient; libnfs's nfs-cp; Debian's python3 with boto3) and protoc
+# (raft-rs builds its protocol with it), builds every binary and runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -124,10 +124,33 @@ fn unsafe_code_lives_only_in_the_proxys_syscall_module() {
             let allows = text.matches("allow(unsafe_code)").count();
             if file == audited {
                 assert_eq!(allows, 1, "one audited unsafe block in {}", file.display());
-                assert!(text.contains("// SAFETY:"), "the unsafe block says why it is sound");
+                assert!(
+                    text.contains("// SAFETY:"),
+                    "the unsafe block says why it is sound"
+                );
             } else {
                 assert_eq!(allows, 0, "{} allows unsafe code", file.display());
             }
         }
     }
+}
+
+#[test]
+fn every_example_configuration_is_valid() {
+    let dir = workspace_root().join("docs/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if let Err(e) = topology::Config::from_toml(&text, 0) {
+                panic!("{}: {e}", path.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 2,
+        "docs/examples holds the example configurations"
+    );
 }

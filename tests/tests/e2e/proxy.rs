@@ -91,7 +91,7 @@ fn signed_head(to: SocketAddr, method: &str, path: &str, body: &[u8]) -> Vec<u8>
 }
 
 /// Reads one response (Content-Length framed) to its end.
-fn read_response(stream: &mut TcpStream) -> (u16, String, Vec<u8>) {
+fn read_response<S: Read>(stream: &mut S) -> (u16, String, Vec<u8>) {
     let (status, head, length, mut reader) = read_head(stream);
     let mut body = vec![0u8; length];
     if let Err(e) = reader.read_exact(&mut body) {
@@ -100,7 +100,7 @@ fn read_response(stream: &mut TcpStream) -> (u16, String, Vec<u8>) {
     (status, head, body)
 }
 
-fn read_head(stream: &mut TcpStream) -> (u16, String, usize, BufReader<&mut TcpStream>) {
+fn read_head<S: Read>(stream: &mut S) -> (u16, String, usize, BufReader<&mut S>) {
     let mut reader = BufReader::new(stream);
     let mut head = String::new();
     loop {
@@ -286,6 +286,59 @@ min_content_length = 1048576
         "no RTT from the proxy in the store: {}",
         dns.get_json("/api/v1/rtt")
     );
+}
+
+#[test]
+fn s3_over_tls_at_the_proxy_and_towards_the_members() {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let node = S3Node::start("127.0.21.10");
+    let pki = TempDir::new("proxy-pki");
+    let ca = crate::cluster::certificates(&pki, "s3-ca", &[(1, "127.0.21.1")]);
+    let tls_listen = proxy_address("127.0.21.1");
+    let plain_listen = proxy_address("127.0.21.2");
+    let base = deployment(&[
+        ("s3", vec![("n1", node.addr)]),
+        ("s3-tls", vec![("p1", tls_listen)]),
+    ]);
+    // P1 terminates TLS in front of the node; P2 speaks TLS to its member, P1.
+    let terminating = format!(
+        "{base}\n[proxy]\nsite = \"fra\"\n\n[[proxy.listener]]\nname = \"s3\"\nprotocol = \"s3\"\nlisten = \"{tls_listen}\"\nservice = \"s3\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        pki.path().join("node-1.pem").display(),
+        pki.path().join("node-1.key").display()
+    );
+    let originating = format!(
+        "{base}\n[proxy]\nsite = \"fra\"\n\n[[proxy.listener]]\nname = \"s3\"\nprotocol = \"s3\"\nlisten = \"{plain_listen}\"\nservice = \"s3-tls\"\nbackend_tls = {{ ca = \"{ca}\" }}\n"
+    );
+    let _p1 = ProxyNode::start(&terminating, 1, &[]);
+    let _p2 = ProxyNode::start(&originating, 1, &[]);
+    // plain -> P2 -> TLS -> P1 -> node: the signature (for P2's address) still verifies.
+    let (status, head, _) = s3_request(plain_listen, "PUT", "/bucket/tls.txt", b"over tls");
+    assert_eq!(status, 200, "{head}");
+    // HTTPS straight to P1.
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls_pki_types::CertificateDer::pem_file_iter(&ca).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::IpAddress(tls_listen.ip().into());
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(tls_listen).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    tls.write_all(&signed_head(tls_listen, "GET", "/bucket/tls.txt", b""))
+        .unwrap();
+    let (status, head, body) = read_response(&mut tls);
+    assert_eq!((status, body.as_slice()), (200, &b"over tls"[..]), "{head}");
+    // Plain HTTP at the TLS listener gets no HTTP answer.
+    let answer = exchange_until_close(tls_listen, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(!answer.contains("HTTP/1.1"), "{answer}");
 }
 
 #[test]
@@ -588,10 +641,11 @@ fn a_drain_from_the_store_stops_new_connections_and_lets_open_ones_finish() {
         "files",
         vec![("d1", servers[0].addr), ("d2", servers[1].addr)],
     )]);
-    let dns = DnsNode::start(&base, false);
+    let mut dns = DnsNode::start(&base, false);
     let listen = proxy_address("127.0.15.100");
+    let metrics = proxy_address("127.0.15.100");
     let extra = format!(
-        "state_from = [\"{}\"]\ndrain_timeout = \"20s\"",
+        "state_from = [\"{}\"]\ndrain_timeout = \"20s\"\nmetrics = \"{metrics}\"",
         dns.admin.unwrap()
     );
     let mut proxy = ProxyNode::start(&tcp_proxy_config(&base, listen, &extra), 1, &[]);
@@ -628,6 +682,21 @@ fn a_drain_from_the_store_stops_new_connections_and_lets_open_ones_finish() {
     let mut echo = String::new();
     BufReader::new(&mut open).read_line(&mut echo).unwrap();
     assert_eq!(echo, "still here\n");
+
+    // The store is lost: the proxy keeps the last state it had, and says so.
+    dns.kill();
+    assert_eventually!(
+        Duration::from_secs(5),
+        http(metrics, "GET", "/metrics", None)
+            .1
+            .contains("portico_proxy_store_connected 0"),
+        "the proxy does not report the lost store"
+    );
+    assert_eq!(
+        connect_from(client, listen).1,
+        "d2",
+        "the drain holds without the store"
+    );
 
     // The proxy's own drain: SIGTERM stops accepting but waits for the open session.
     proxy.terminate();
@@ -672,7 +741,7 @@ fn slowloris_oversized_heads_and_smuggling_are_refused_while_normal_clients_go_o
     let base = deployment(&[("s3", vec![("n1", node.addr)])]);
     let listen = proxy_address("127.0.19.100");
     let config = format!(
-        "{base}\n[proxy]\nsite = \"fra\"\n\n[[proxy.listener]]\nname = \"s3\"\nprotocol = \"s3\"\nlisten = \"{listen}\"\nservice = \"s3\"\nheader_timeout = \"1s\"\nmax_header_bytes = 4096\n"
+        "{base}\n[proxy]\nsite = \"fra\"\n\n[[proxy.listener]]\nname = \"s3\"\nprotocol = \"s3\"\nlisten = \"{listen}\"\nservice = \"s3\"\nheader_timeout = \"1s\"\nbody_idle_timeout = \"1s\"\nmax_header_bytes = 4096\n"
     );
     let _proxy = ProxyNode::start(&config, 1, &[]);
     let (status, head, _) = s3_request(listen, "PUT", "/bucket/hello.txt", b"hello");
@@ -767,11 +836,103 @@ fn slowloris_oversized_heads_and_smuggling_are_refused_while_normal_clients_go_o
             "nothing after the refusal was taken as a request"
         );
     }
+    // A body that stalls is abandoned after body_idle_timeout: the connection closes.
+    let stalled = Instant::now();
+    let mut stream = TcpStream::connect(listen).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = signed_head(listen, "PUT", "/bucket/stalled", &[b'x'; 100]);
+    head.extend_from_slice(&[b'x'; 10]);
+    stream.write_all(&head).unwrap();
+    let mut rest = Vec::new();
+    assert!(
+        stream.read_to_end(&mut rest).is_ok(),
+        "a stalled upload keeps its connection"
+    );
+    assert!(
+        stalled.elapsed() >= Duration::from_millis(900)
+            && stalled.elapsed() < Duration::from_secs(4),
+        "closed after {:?}",
+        stalled.elapsed()
+    );
+
     stop.store(true, Ordering::SeqCst);
     let statuses = normal.join().unwrap();
     assert!(statuses.len() >= 10, "{statuses:?}");
     assert!(
         statuses.iter().all(|s| *s == (200, true)),
         "the normal client failed during the abuse: {statuses:?}"
+    );
+}
+
+/// A member that answers `100 Continue` to a head asking for it, then echoes the exact bytes
+/// it received (head and chunked body) as its response body.
+fn echo_member() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.22.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut received = Vec::new();
+            let mut buffer = [0u8; 4096];
+            let mut continued = false;
+            // Until the chunked body's final blank line (the first "\r\n\r\n" ends the head).
+            while received.windows(4).filter(|w| *w == b"\r\n\r\n").count() < 2 {
+                let Ok(n) = stream.read(&mut buffer) else {
+                    break;
+                };
+                if n == 0 {
+                    break;
+                }
+                received.extend_from_slice(&buffer[..n]);
+                let head_done = received.windows(4).any(|w| w == b"\r\n\r\n");
+                if head_done && !continued {
+                    continued = true;
+                    let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                received.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&received);
+        }
+    });
+    addr
+}
+
+#[test]
+fn heads_and_chunked_bodies_reach_the_member_byte_for_byte_after_100_continue() {
+    let member = echo_member();
+    let base = deployment(&[("s3", vec![("echo", member)])]);
+    let listen = proxy_address("127.0.22.100");
+    let config = format!(
+        "{base}\n[proxy]\nsite = \"fra\"\n\n[[proxy.listener]]\nname = \"s3\"\nprotocol = \"s3\"\nlisten = \"{listen}\"\nservice = \"s3\"\n"
+    );
+    let _proxy = ProxyNode::start(&config, 1, &[]);
+    // Odd but legal: mixed case, repeated x-amz-meta, spacing kept, aws-chunked signatures
+    // in chunk extensions and a trailer.
+    let head = format!(
+        "PUT /bucket/Key%20With%20Spaces?x-id=PutObject HTTP/1.1\r\nHOST: {listen}\r\nx-amz-meta-A: 1\r\nx-amz-meta-a:   two  \r\nContent-Encoding: aws-chunked\r\nx-amz-decoded-content-length: 13\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\nAuthorization: AWS4-HMAC-SHA256 Credential=K/20261126/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\r\n\r\n"
+    );
+    let body = "6;chunk-signature=aa\r\nchunk-\r\n7;chunk-signature=bb\r\nencoded\r\n0;chunk-signature=cc\r\nx-amz-checksum-crc32: AAAAAA==\r\n\r\n";
+    let mut stream = TcpStream::connect(listen).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    // The client waits for the member's 100 Continue, relayed by the proxy.
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(body.as_bytes()).unwrap();
+    let (status, response, echoed) = read_response(&mut stream);
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(
+        String::from_utf8_lossy(&echoed),
+        format!("{head}{body}"),
+        "the member received exactly what the client sent"
     );
 }

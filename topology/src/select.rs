@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::geo::ClientLocation;
-use crate::model::{Deployment, MemberId, Policy, ServiceId, SiteId, WhenAllDown};
+use crate::model::{Deployment, MemberId, Policy, Service, ServiceId, SiteId, WhenAllDown};
 use crate::state::{AdminState, Health, State, Timestamp};
 
 /// Upper bound of answer rotations kept per (service, class, family).
@@ -341,7 +341,21 @@ fn site_order(
             class.latency.clone().unwrap_or_default(),
             "measured RTT for the client's prefix, then distance",
         ),
-        Policy::Topology | Policy::Latency | Policy::LeastLoad => match &class.order {
+        Policy::LeastLoad => match &class.order {
+            Some(order) => (
+                order.clone(),
+                "most headroom (load feedback), ties by the client's site, then distance",
+            ),
+            None if service.unknown_client_order.is_empty() => (
+                with_rest(&[]),
+                "most headroom (load feedback), ties by configuration order",
+            ),
+            None => (
+                with_rest(&service.unknown_client_order),
+                "most headroom (load feedback), ties by unknown_client_order",
+            ),
+        },
+        Policy::Topology | Policy::Latency => match &class.order {
             Some(order) => (order.clone(), "client's site, then distance"),
             None if service.unknown_client_order.is_empty() => {
                 (with_rest(&[]), "location unknown: configuration order")
@@ -412,7 +426,19 @@ pub fn select(
                 .collect(),
         })
         .collect();
-    let available: Vec<usize> = (0..order.len()).filter(|i| sites[*i].available).collect();
+    let mut available: Vec<usize> = (0..order.len()).filter(|i| sites[*i].available).collect();
+    if service.policy == Policy::LeastLoad {
+        // Most headroom first; the sort is stable, so equal headroom keeps the client's
+        // topology order (its own site, then the nearest).
+        available.sort_by_key(|i| {
+            std::cmp::Reverse(headroom_percent(
+                deployment,
+                service,
+                order[*i],
+                &normal[*i],
+            ))
+        });
+    }
     let spread = matches!(service.policy, Policy::Weighted | Policy::RoundRobin);
     let name = |i: usize| deployment.site(order[i]).name.clone();
     let (variants, outcome) = if !available.is_empty() {
@@ -504,6 +530,26 @@ pub fn select(
             ttl: service.ttl,
         },
     }
+}
+
+/// How much of a site's configured capacity is left, in whole percent: the effective
+/// weights of its eligible members (load feedback lowers them) over the configured weights
+/// of all its members. Whole percents keep tiny load differences from flipping answers.
+pub fn headroom_percent(
+    deployment: &Deployment,
+    service: &Service,
+    site: SiteId,
+    eligible: &[(MemberId, u32)],
+) -> u64 {
+    let configured: u64 = service
+        .members
+        .iter()
+        .map(|m| deployment.member(*m))
+        .filter(|m| m.site == site)
+        .map(|m| u64::from(m.weight))
+        .sum();
+    let left: u64 = eligible.iter().map(|(_, weight)| u64::from(*weight)).sum();
+    (left * 100).checked_div(configured).unwrap_or(0)
 }
 
 fn fail_open(

@@ -62,7 +62,7 @@ fn golden_explain_summaries() {
         ]),
         ("least", A, ClientLocation::Unknown, &[], &[
             "client: location unknown",
-            "policy least-load, order by location unknown: unknown_client_order",
+            "policy least-load, order by most headroom (load feedback), ties by unknown_client_order",
             "#0 sin available eligible=1",
             "#1 iad available eligible=1",
             "#2 fra available eligible=1",

@@ -9,12 +9,13 @@ use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use topology::wire::{AdminAction, Command, Target};
 use topology::{AdminState, ClientLocation, DomainName, Family, Health, Timestamp};
 
+use crate::auth::Caller;
 use crate::control::Control;
 use crate::metrics::Metrics;
 
@@ -337,6 +338,7 @@ fn parse_action(action: &str) -> Result<AdminState, ApiError> {
 
 async fn apply(
     ctx: &AdminContext,
+    caller: Caller,
     target: Target,
     action: &str,
     body: &[u8],
@@ -354,7 +356,7 @@ async fn apply(
     let action = AdminAction {
         target: target.clone(),
         admin,
-        who: reason.who.unwrap_or_else(|| "admin-api".into()),
+        who: reason.who.unwrap_or(caller.0),
         why: reason.why.unwrap_or_default(),
     };
     let committed = crate::store_api::propose(ctx, Command::Admin(action)).await?;
@@ -367,6 +369,7 @@ async fn apply(
 
 async fn member_action(
     AxumState(ctx): AxumState<AdminContext>,
+    Extension(caller): Extension<Caller>,
     Path((service, node, action)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -374,11 +377,19 @@ async fn member_action(
         .deployment()
         .member_by_name(&service, &node)
         .ok_or_else(|| ApiError::NotFound(format!("no member {node:?} in service {service:?}")))?;
-    apply(&ctx, Target::Member { service, node }, &action, &body).await
+    apply(
+        &ctx,
+        caller,
+        Target::Member { service, node },
+        &action,
+        &body,
+    )
+    .await
 }
 
 async fn site_action(
     AxumState(ctx): AxumState<AdminContext>,
+    Extension(caller): Extension<Caller>,
     Path((site, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -386,11 +397,12 @@ async fn site_action(
         .deployment()
         .site_by_name(&site)
         .ok_or_else(|| ApiError::NotFound(format!("no site {site:?}")))?;
-    apply(&ctx, Target::Site { site }, &action, &body).await
+    apply(&ctx, caller, Target::Site { site }, &action, &body).await
 }
 
 async fn service_action(
     AxumState(ctx): AxumState<AdminContext>,
+    Extension(caller): Extension<Caller>,
     Path((service, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -398,5 +410,5 @@ async fn service_action(
         .deployment()
         .service_by_name(&service)
         .ok_or_else(|| ApiError::NotFound(format!("no service {service:?}")))?;
-    apply(&ctx, Target::Service { service }, &action, &body).await
+    apply(&ctx, caller, Target::Service { service }, &action, &body).await
 }

@@ -11,6 +11,7 @@
 //! raft-replicated store takes over that role behind the same snapshot.
 
 pub mod admin;
+pub mod auth;
 pub mod control;
 pub mod dns;
 pub mod metrics;
@@ -87,6 +88,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let settings = deployment.dns.clone();
     let admin_listen = deployment.admin.listen;
     let reload_interval = deployment.geoip.reload_interval;
+    let auth = Arc::new(auth::Auth::load(
+        deployment.admin.token_file.as_deref(),
+        deployment.admin.reads,
+    )?);
     let metrics = Arc::new(metrics::Metrics::new(&deployment));
     let deployment = Arc::new(deployment);
     let control = Arc::new(Control::new(deployment.clone(), geo, admin::now())?);
@@ -128,14 +133,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             control: control.clone(),
             metrics: metrics.clone(),
             store: store.clone(),
-        });
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            auth::authorize,
+        ));
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.changed().await;
-                })
-                .await;
+            let served = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx.changed().await;
+            })
+            .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "admin API stopped");
             }

@@ -57,6 +57,8 @@ pub struct Shared {
     pub draining: watch::Receiver<bool>,
     pub sessions: Sessions,
     pub access_log: bool,
+    /// Bearer token for the store's API (`proxy.token_file` or `PORTICO_TOKEN`).
+    pub api_token: Option<String>,
 }
 
 impl Shared {
@@ -274,6 +276,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         bail!("`proxy.listener`: no listener configured, nothing to forward");
     }
     check_site(&config, &settings, &site)?;
+    let api_token = match &settings.token_file {
+        Some(path) => Some(
+            topology::config::client_token(
+                &std::fs::read_to_string(path)
+                    .with_context(|| format!("`proxy.token_file`: {path}"))?,
+            )
+            .with_context(|| format!("`proxy.token_file`: {path} holds no token"))?
+            .to_owned(),
+        ),
+        None => std::env::var("PORTICO_TOKEN").ok(),
+    };
     let mut tls = Vec::new();
     for (i, listener) in settings.listeners.iter().enumerate() {
         tls.push((server_tls(listener, i)?, backend_tls(listener, i)?));
@@ -322,6 +335,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         draining,
         sessions: Sessions::default(),
         access_log: settings.access_log,
+        api_token,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -100,7 +100,7 @@ impl Metrics {
         let gauges: [(&str, &str, &AtomicU64); 5] = [
             (
                 "portico_proxy_store_connected",
-                "1 while the store's state stream is connected.",
+                "Whether the state stream from the store is connected (1) or not (0).",
                 &self.store_connected,
             ),
             (

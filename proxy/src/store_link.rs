@@ -53,8 +53,10 @@ async fn watch_once(
         Some(index) => format!("/api/v1/watch?from={index}"),
         None => "/api/v1/watch".to_string(),
     };
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {node}\r\nAccept: application/x-ndjson\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {node}\r\nAccept: application/x-ndjson\r\n{}\r\n",
+        authorization(shared)
+    );
     stream.get_mut().write_all(request.as_bytes()).await?;
     let mut line = String::new();
     stream.read_line(&mut line).await?;
@@ -141,7 +143,7 @@ pub async fn post_rtt(nodes: Vec<SocketAddr>, every: Duration, shared: Arc<Share
         let mut delivered = false;
         for attempt in 0..nodes.len() {
             let node = nodes[(current + attempt) % nodes.len()];
-            if post(node, "/api/v1/rtt", &body)
+            if post(node, "/api/v1/rtt", &body, &authorization(&shared))
                 .await
                 .is_ok_and(|status| status == 200)
             {
@@ -160,11 +162,25 @@ pub async fn post_rtt(nodes: Vec<SocketAddr>, every: Duration, shared: Arc<Share
 }
 
 /// One JSON POST; the response's status code.
-async fn post(node: SocketAddr, path: &str, body: &[u8]) -> std::io::Result<u16> {
+/// The `Authorization` header line for the store's API, or nothing.
+fn authorization(shared: &Shared) -> String {
+    shared
+        .api_token
+        .as_ref()
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default()
+}
+
+async fn post(
+    node: SocketAddr,
+    path: &str,
+    body: &[u8],
+    authorization: &str,
+) -> std::io::Result<u16> {
     let exchange = async {
         let mut stream = TcpStream::connect(node).await?;
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {node}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nHost: {node}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{authorization}Connection: close\r\n\r\n",
             body.len()
         );
         stream.write_all(head.as_bytes()).await?;

@@ -28,6 +28,8 @@ pub struct AgentSetup {
     pub deployment: Arc<Deployment>,
     pub settings: SiteAgentSettings,
     pub s3_credentials: Option<Credentials>,
+    /// Bearer token for the store's API (`site_agent.token_file` or `PORTICO_TOKEN`).
+    pub api_token: Option<String>,
     /// The agent's name in reports (host name by default).
     pub name: String,
     /// Where to serve `/metrics`, if anywhere.
@@ -320,10 +322,13 @@ async fn report_loop(
         for attempt in 0..setup.settings.report_to.len() {
             let node =
                 setup.settings.report_to[(current + attempt) % setup.settings.report_to.len()];
-            let headers = [
+            let mut headers = vec![
                 ("Host".to_owned(), node.to_string()),
                 ("Content-Type".to_owned(), "application/json".to_owned()),
             ];
+            if let Some(token) = &setup.api_token {
+                headers.push(("Authorization".to_owned(), format!("Bearer {token}")));
+            }
             match probe::http::exchange_with_body(
                 node,
                 &Transport::Plain,

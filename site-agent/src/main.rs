@@ -83,6 +83,17 @@ fn load(args: &Args) -> anyhow::Result<AgentSetup> {
         }),
         _ => None,
     };
+    let api_token = match &settings.token_file {
+        Some(path) => Some(
+            topology::config::client_token(
+                &std::fs::read_to_string(path)
+                    .with_context(|| format!("site_agent.token_file {path}"))?,
+            )
+            .with_context(|| format!("site_agent.token_file {path}: no token in it"))?
+            .to_owned(),
+        ),
+        None => std::env::var("PORTICO_TOKEN").ok(),
+    };
     let deployment = Arc::new(config.deployment);
     // Credentials are needed only when this site has members behind an s3 check.
     let site_id = deployment.site_by_name(&site);
@@ -108,6 +119,7 @@ fn load(args: &Args) -> anyhow::Result<AgentSetup> {
         deployment,
         settings,
         s3_credentials,
+        api_token,
         metrics: args.metrics,
     })
 }

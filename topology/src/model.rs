@@ -292,6 +292,22 @@ pub struct DnsSettings {
 #[derive(Debug, Clone, Serialize)]
 pub struct AdminSettings {
     pub listen: Option<SocketAddr>,
+    /// Bearer tokens, one per line (`token` or `name token`); mutations need one.
+    pub token_file: Option<String>,
+    /// Who may read without a token.
+    pub reads: ReadAccess,
+}
+
+/// Who may use the admin API's read endpoints without a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadAccess {
+    /// Anyone who can reach the API.
+    Open,
+    /// Clients on loopback; others need a token.
+    Loopback,
+    /// Everyone needs a token (loopback too, once tokens are configured).
+    Token,
 }
 
 #[derive(Debug, Clone, Serialize)]

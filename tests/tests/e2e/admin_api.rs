@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tests::{DnsNode, assert_eventually};
+use tests::{DnsNode, assert_eventually, http_with};
 
 use crate::CONFIG;
 
@@ -240,4 +240,103 @@ fn rtt_samples_steer_the_latency_policy() {
     );
     let (_, explain) = node.http("GET", "/api/v1/explain?name=fast&client=127.1.5.9", None);
     assert!(explain.contains("measured RTT"), "{explain}");
+}
+
+#[test]
+fn tokens_guard_mutations_and_reads_and_name_the_caller() {
+    let dir = tests::TempDir::new("tokens");
+    let tokens = dir.write(
+        "tokens",
+        "# operators\nalice alice-0123456789abcdef\nagents-0123456789abcdef\n",
+    );
+    let config = format!(
+        "{CONFIG}\n[admin]\ntoken_file = \"{}\"\nreads = \"token\"\n",
+        tokens.display()
+    );
+    let node = DnsNode::start(&config, false);
+    let admin = node.admin.unwrap();
+    let bearer = |token: &str| format!("Bearer {token}");
+    let drain = "/api/v1/members/s3/fra-1/drain";
+    let body = Some(r#"{"why":"disk swap"}"#);
+    // No token, a wrong token: 401 with a JSON error and a challenge; nothing applied.
+    let (status, text) = http_with(admin, "POST", drain, body, &[]);
+    assert_eq!(status, 401, "{text}");
+    assert!(
+        text.contains("\"error\"") && text.contains("Bearer"),
+        "{text}"
+    );
+    let wrong = bearer("alice-0123456789abcdeX");
+    let (status, _) = http_with(admin, "POST", drain, body, &[("Authorization", &wrong)]);
+    assert_eq!(status, 401);
+    // Reads need a token too with reads = "token"; /metrics and /healthz stay open.
+    assert_eq!(http_with(admin, "GET", "/api/v1/state", None, &[]).0, 401);
+    assert_eq!(http_with(admin, "GET", "/metrics", None, &[]).0, 200);
+    assert_eq!(http_with(admin, "GET", "/healthz", None, &[]).0, 200);
+    let alice = bearer("alice-0123456789abcdef");
+    let (status, state) = http_with(
+        admin,
+        "GET",
+        "/api/v1/state",
+        None,
+        &[("Authorization", &alice)],
+    );
+    assert_eq!(status, 200, "{state}");
+    assert!(
+        !state.contains("\"admin\":\"drained\""),
+        "the refused drain was not applied"
+    );
+    // The right token: applied, and the history names the token's owner.
+    let (status, text) = http_with(admin, "POST", drain, body, &[("Authorization", &alice)]);
+    assert_eq!(status, 200, "{text}");
+    let (_, history) = http_with(
+        admin,
+        "GET",
+        "/api/v1/history",
+        None,
+        &[("Authorization", &alice)],
+    );
+    assert!(
+        history.contains("\"who\":\"alice\"") && history.contains("disk swap"),
+        "{history}"
+    );
+    // An unnamed token works too (agents, proxies).
+    let agents = bearer("agents-0123456789abcdef");
+    let (status, _) = http_with(
+        admin,
+        "POST",
+        "/api/v1/members/s3/fra-1/undrain",
+        None,
+        &[("Authorization", &agents)],
+    );
+    assert_eq!(status, 200);
+    // Malformed bodies still get a clear 400 once authorized.
+    let (status, text) = http_with(
+        admin,
+        "POST",
+        drain,
+        Some("{not json"),
+        &[("Authorization", &alice)],
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("\"error\""), "{text}");
+}
+
+#[test]
+fn a_token_file_that_cannot_be_used_stops_the_start() {
+    let dir = tests::TempDir::new("tokens");
+    let short = dir.write("tokens", "bob tooshort\n");
+    let config = format!("{CONFIG}\n[admin]\ntoken_file = \"{}\"\n", short.display());
+    let path = dir.write("portico.toml", config);
+    let output = tests::run(
+        std::process::Command::new(tests::binary("gslb-dns"))
+            .arg("--config")
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("admin.token_file") && stderr.contains("line 1"),
+        "{stderr}"
+    );
 }

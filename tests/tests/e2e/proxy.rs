@@ -276,7 +276,10 @@ min_content_length = 1048576
         "{text}"
     );
     assert!(text.contains("portico_proxy_requests_total{listener=\"s3\",code=\"200\"}"));
-    assert!(text.contains("portico_proxy_store_connected 1"));
+    assert!(
+        text.lines().any(|l| l == "portico_proxy_store_connected 1"),
+        "{text}"
+    );
     // The proxy posted the RTT of its clients (127.0.0.1) to the store.
     assert_eventually!(
         Duration::from_secs(10),
@@ -641,12 +644,26 @@ fn a_drain_from_the_store_stops_new_connections_and_lets_open_ones_finish() {
         "files",
         vec![("d1", servers[0].addr), ("d2", servers[1].addr)],
     )]);
-    let mut dns = DnsNode::start(&base, false);
+    // The store wants tokens for everything: the proxy follows it with its own.
+    let secrets = TempDir::new("tokens");
+    let tokens = secrets.write(
+        "tokens",
+        "ops ops-token-0123456789\nproxy proxy-token-0123456789\n",
+    );
+    let proxy_token = secrets.write("proxy.token", "proxy-token-0123456789\n");
+    let mut dns = DnsNode::start(
+        &format!(
+            "{base}\n[admin]\ntoken_file = \"{}\"\nreads = \"token\"\n",
+            tokens.display()
+        ),
+        false,
+    );
     let listen = proxy_address("127.0.15.100");
     let metrics = proxy_address("127.0.15.100");
     let extra = format!(
-        "state_from = [\"{}\"]\ndrain_timeout = \"20s\"\nmetrics = \"{metrics}\"",
-        dns.admin.unwrap()
+        "state_from = [\"{}\"]\ndrain_timeout = \"20s\"\nmetrics = \"{metrics}\"\ntoken_file = \"{}\"",
+        dns.admin.unwrap(),
+        proxy_token.display()
     );
     let mut proxy = ProxyNode::start(&tcp_proxy_config(&base, listen, &extra), 1, &[]);
     // A client whose sessions land on d1, with one session kept open.
@@ -656,10 +673,20 @@ fn a_drain_from_the_store_stops_new_connections_and_lets_open_ones_finish() {
         .expect("some client lands on d1");
     let (mut open, name) = connect_from(client, listen);
     assert_eq!(name, "d1");
-    let (status, body) = dns.http(
+    assert_eventually!(
+        Duration::from_secs(5),
+        http(metrics, "GET", "/metrics", None)
+            .1
+            .lines()
+            .any(|l| l == "portico_proxy_store_connected 1"),
+        "the proxy did not connect to the store with its token"
+    );
+    let (status, body) = tests::http_with(
+        dns.admin.unwrap(),
         "POST",
         "/api/v1/members/files/d1/drain",
-        Some(r#"{"who":"e2e","why":"disk swap"}"#),
+        Some(r#"{"why":"disk swap"}"#),
+        &[("Authorization", "Bearer ops-token-0123456789")],
     );
     assert_eq!(status, 200, "{body}");
     assert_eventually!(
@@ -689,7 +716,8 @@ fn a_drain_from_the_store_stops_new_connections_and_lets_open_ones_finish() {
         Duration::from_secs(5),
         http(metrics, "GET", "/metrics", None)
             .1
-            .contains("portico_proxy_store_connected 0"),
+            .lines()
+            .any(|l| l == "portico_proxy_store_connected 0"),
         "the proxy does not report the lost store"
     );
     assert_eq!(

@@ -45,6 +45,8 @@ pub struct SiteAgentSettings {
     pub resolver: Option<std::net::SocketAddr>,
     /// How often discovered groups are resolved again.
     pub discover_interval: std::time::Duration,
+    /// A file holding the bearer token for the store's API (first line).
+    pub token_file: Option<String>,
 }
 
 impl Default for SiteAgentSettings {
@@ -57,6 +59,7 @@ impl Default for SiteAgentSettings {
             s3_access_key: None,
             s3_secret_key_file: None,
             resolver: None,
+            token_file: None,
             discover_interval: std::time::Duration::from_secs(5),
         }
     }
@@ -141,3 +144,12 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+
+/// The token a client presents, from the text of its token file: the first line that is
+/// neither blank nor a `#` comment; of `name token`, the token.
+pub fn client_token(text: &str) -> Option<&str> {
+    text.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with('#'))
+        .and_then(|line| line.split_whitespace().last())
+}

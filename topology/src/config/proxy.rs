@@ -20,6 +20,8 @@ pub struct ProxySettings {
     /// gslb-dns admin API addresses whose state stream (`/api/v1/watch`) the proxy follows,
     /// tried in order; RTT aggregates are posted to the same nodes.
     pub state_from: Vec<SocketAddr>,
+    /// A file holding the bearer token for the store's API (first line).
+    pub token_file: Option<String>,
     /// Where `/metrics` is served (none: not served).
     pub metrics: Option<SocketAddr>,
     /// On SIGTERM/SIGINT: stop accepting, then let sessions finish for at most this long.
@@ -42,6 +44,7 @@ impl Default for ProxySettings {
         ProxySettings {
             site: None,
             state_from: Vec::new(),
+            token_file: None,
             metrics: None,
             drain_timeout: Duration::from_secs(30),
             rtt_report_interval: Duration::from_secs(10),
@@ -202,6 +205,7 @@ pub(super) fn validate(
     Ok(ProxySettings {
         site: raw.site.clone(),
         state_from,
+        token_file: raw.token_file.clone(),
         metrics,
         drain_timeout: duration(
             key.key("drain_timeout"),

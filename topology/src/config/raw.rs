@@ -117,6 +117,8 @@ pub struct RawDns {
 pub struct RawAdmin {
     pub listen: Option<String>,
     pub enabled: Option<bool>,
+    pub token_file: Option<String>,
+    pub reads: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -234,12 +236,14 @@ pub struct RawSiteAgent {
     pub s3_secret_key_file: Option<String>,
     pub resolver: Option<String>,
     pub discover_interval: Option<String>,
+    pub token_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProxy {
     pub site: Option<String>,
+    pub token_file: Option<String>,
     #[serde(default)]
     pub state_from: Vec<String>,
     pub metrics: Option<String>,

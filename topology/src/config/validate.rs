@@ -582,7 +582,22 @@ fn admin(raw: &RawAdmin) -> Result<AdminSettings> {
         (None, true) => Some(SocketAddr::from(([127, 0, 0, 1], 8053))),
         (Some(text), true) => Some(socket_addr(KeyPath::from("admin.listen"), text)?),
     };
-    Ok(AdminSettings { listen })
+    let reads = match raw.reads.as_deref() {
+        None | Some("loopback") => ReadAccess::Loopback,
+        Some("open") => ReadAccess::Open,
+        Some("token") => ReadAccess::Token,
+        Some(other) => {
+            return Err(invalid(
+                KeyPath::from("admin.reads"),
+                format!("unknown value {other:?} (expected \"open\", \"loopback\" or \"token\")"),
+            ));
+        }
+    };
+    Ok(AdminSettings {
+        listen,
+        token_file: raw.token_file.clone(),
+        reads,
+    })
 }
 
 fn components(raw: &RawConfig, site_ids: &HashMap<&str, SiteId>) -> Result<ComponentSections> {
@@ -626,6 +641,7 @@ fn components(raw: &RawConfig, site_ids: &HashMap<&str, SiteId>) -> Result<Compo
             .as_deref()
             .map(|text| socket_addr(key.key("resolver"), text))
             .transpose()?;
+        site_agent.token_file = agent.token_file.clone();
         site_agent.discover_interval = duration(
             key.key("discover_interval"),
             agent.discover_interval.as_deref(),

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Portico's test command: installs the real tools the end-to-end tests drive (dig, kdig,
-# unbound; samba and smbclient; libnfs's nfs-cp; Debian's python3 with boto3) and protoc
+# unbound; samba and smbclient; libnfs's nfs-cp; Debian's python3 with boto3; chromium and python3-websocket for the
+# dashboard test) and protoc
 # (raft-rs builds its protocol with it), builds every binary and runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PACKAGES=(dnsutils knot-dnsutils unbound protobuf-compiler samba smbclient libnfs-utils python3-boto3)
+PACKAGES=(dnsutils knot-dnsutils unbound protobuf-compiler samba smbclient libnfs-utils python3-boto3 chromium python3-websocket)
 missing=()
 for package in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

@@ -25,11 +25,16 @@ pub struct AdminContext {
     pub control: Arc<Control>,
     pub metrics: Arc<Metrics>,
     pub store: Arc<crate::store::Store>,
+    /// This node's DNS addresses (drills ask them).
+    pub dns: Vec<std::net::SocketAddr>,
+    pub drills: Arc<crate::drill::Drills>,
 }
 
 /// The admin API's routes.
 pub fn router(context: AdminContext) -> Router {
     Router::new()
+        .route("/", get(dashboard))
+        .route("/ui/index.html", get(dashboard))
         .route("/api/v1/state", get(state))
         .route("/api/v1/explain", get(explain))
         .route("/api/v1/history", get(history))
@@ -38,6 +43,8 @@ pub fn router(context: AdminContext) -> Router {
             post(member_action),
         )
         .route("/api/v1/sites/{site}/{action}", post(site_action))
+        .route("/api/v1/drills", get(list_drills).post(start_drill))
+        .route("/api/v1/drills/{id}", get(get_drill))
         .route("/api/v1/services/{service}/{action}", post(service_action))
         .route("/api/v1/reports", post(crate::store_api::report))
         .route(
@@ -70,6 +77,10 @@ pub enum ApiError {
     /// The store cannot take writes right now (no leader, or too slow): retry.
     #[error("{0}")]
     Unavailable(String),
+    /// Refused in the current state (a drill already running, or one that would leave no
+    /// healthy site).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// How long a client should wait before retrying an `Unavailable` write.
@@ -82,6 +93,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
         };
         let mut body = serde_json::json!({ "error": self.to_string() });
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -121,10 +133,26 @@ struct MemberView {
     ineligible: Option<String>,
     /// The weight the site's proxies give it for new connections (0: none).
     proxy_weight: u32,
+    /// What the node's own load-feedback agent asked for.
+    agent_admin: AdminState,
+    /// Smoothed probe latency, when probes report one.
+    latency_us: Option<u32>,
 }
 
 async fn state(AxumState(ctx): AxumState<AdminContext>) -> Json<serde_json::Value> {
     Json(state_view(&ctx.control.snapshot()))
+}
+
+/// The web dashboard: one page, its script and style inline, embedded in the binary (no
+/// CDN, works offline). It reads the state, follows the watch stream and posts actions.
+async fn dashboard() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("ui/index.html"),
+    )
 }
 
 /// Sites, services and members as the answers see them (the admin API's state and every
@@ -181,6 +209,8 @@ pub fn state_view(snapshot: &crate::Snapshot) -> serde_json::Value {
                             *id,
                         )
                         .unwrap_or(0),
+                        agent_admin: ms.agent_admin,
+                        latency_us: ms.latency_us,
                     }
                 })
                 .collect();
@@ -385,6 +415,55 @@ async fn member_action(
         &body,
     )
     .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrillParams {
+    /// Answer with the report once the drill has ended (else 202 with its id at once).
+    #[serde(default)]
+    wait: bool,
+}
+
+/// `POST /api/v1/drills[?wait=true]`.
+async fn start_drill(
+    AxumState(ctx): AxumState<AdminContext>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<DrillParams>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: crate::drill::DrillRequest = crate::store_api::json(&body)?;
+    let plan = crate::drill::plan(&ctx, &request, &caller.0)?;
+    if !crate::drill::begin(&ctx) {
+        return Err(ApiError::Conflict(
+            "a drill is already running on this node".into(),
+        ));
+    }
+    let id = plan.id;
+    if params.wait {
+        let report = crate::drill::run(ctx, plan).await;
+        return Ok(Json(report).into_response());
+    }
+    tokio::spawn(crate::drill::run(ctx, plan));
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "id": id, "status": "running", "report": format!("/api/v1/drills/{id}") })),
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/drills`: the reports kept on this node, newest first.
+async fn list_drills(AxumState(ctx): AxumState<AdminContext>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "drills": ctx.drills.reports() }))
+}
+
+async fn get_drill(
+    AxumState(ctx): AxumState<AdminContext>,
+    Path(id): Path<u64>,
+) -> Result<Json<crate::drill::DrillReport>, ApiError> {
+    ctx.drills.report(id).map(Json).ok_or_else(|| {
+        ApiError::NotFound(format!("no drill {id} on this node (running, or never)"))
+    })
 }
 
 async fn site_action(

@@ -13,7 +13,9 @@
 pub mod admin;
 pub mod auth;
 pub mod control;
+pub mod demo;
 pub mod dns;
+pub mod drill;
 pub mod metrics;
 pub mod snapshot;
 pub mod store;
@@ -129,10 +131,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             .await
             .with_context(|| format!("cannot bind the admin API on {listen}"))?;
         admin_bound = Some(listener.local_addr()?);
+        let drills_dir = std::path::PathBuf::from(&deployment.store.data_dir)
+            .join(format!("node-{}", deployment.store.node_id))
+            .join("drills");
         let router = admin::router(admin::AdminContext {
             control: control.clone(),
             metrics: metrics.clone(),
             store: store.clone(),
+            dns: dns.clone(),
+            drills: Arc::new(drill::Drills::new(Some(drills_dir))),
         })
         .layer(axum::middleware::from_fn_with_state(
             auth.clone(),
@@ -208,8 +215,13 @@ impl RunningNode {
     pub async fn shutdown(self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        // Graceful, within bounds: a long-lived watch stream or a slow client must not hold
+        // the node up; whatever has not ended after the grace period is cut.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        for mut task in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
         }
         let threads = self.udp_threads;
         let _ = tokio::task::spawn_blocking(move || {

@@ -84,9 +84,15 @@ impl Backend {
 #[derive(Debug, Clone, Copy)]
 pub struct Clock(Instant);
 
+impl Default for Clock {
+    fn default() -> Self {
+        Clock(Instant::now())
+    }
+}
+
 impl Clock {
     pub fn new() -> Clock {
-        Clock(Instant::now())
+        Clock::default()
     }
     pub fn millis(&self) -> u64 {
         // Offset by one so that 0 can mean "never ejected".

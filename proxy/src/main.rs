@@ -1,30 +1,10 @@
-//! `proxy`: Portico's per-site data path. L4 listeners forward NFS, SMB or any TCP to the
-//! member rendezvous hashing picks for the client; S3 listeners route each request by
-//! rules to a pool and the least busy member. Member weights, drains and discovered
-//! addresses come from the state store's stream; RTTs of client connections go back to it.
-
-mod backends;
-mod metrics;
-mod rtt;
-mod s3;
-mod store_link;
-mod sys;
-mod tcp;
+//! `proxy`: Portico's per-site data path (see the `proxy` library and `docs/proxy.md`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::sync::{Notify, watch};
-use tokio_rustls::rustls;
-use topology::config::{Listener, ListenerProtocol, ProxySettings};
-
-use backends::{Backend, Pools};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,69 +27,6 @@ struct Args {
     check_config: bool,
 }
 
-/// What every listener and task of the proxy shares.
-#[derive(Debug)]
-pub struct Shared {
-    pub pools: Pools,
-    pub metrics: metrics::Metrics,
-    pub rtt: rtt::RttTable,
-    /// Becomes true on SIGTERM/SIGINT: listeners stop accepting, keep-alive ends.
-    pub draining: watch::Receiver<bool>,
-    pub sessions: Sessions,
-    pub access_log: bool,
-    /// Bearer token for the store's API (`proxy.token_file` or `PORTICO_TOKEN`).
-    pub api_token: Option<String>,
-}
-
-impl Shared {
-    /// A member failed to connect or answer: counted, and ejected after enough in a row.
-    pub fn upstream_failure(&self, listener: &str, member: &Backend, kind: &'static str) {
-        self.metrics.add(
-            "portico_proxy_upstream_errors_total",
-            format!("listener=\"{listener}\",kind=\"{kind}\""),
-            1,
-        );
-        if member.failed(
-            &self.pools.clock,
-            self.pools.eject_after,
-            self.pools.eject_for,
-        ) {
-            self.metrics.add(
-                "portico_proxy_ejections_total",
-                format!("service=\"{}\",member=\"{}\"", member.service, member.node),
-                1,
-            );
-            tracing::warn!(member = %member.node, service = %member.service, kind, "member ejected after repeated failures");
-        }
-    }
-}
-
-/// Open client sessions, so a drain can wait for them.
-#[derive(Debug, Default)]
-pub struct Sessions {
-    open: AtomicUsize,
-    closed: Notify,
-}
-
-pub struct SessionGuard<'a>(&'a Sessions);
-
-impl Sessions {
-    pub fn enter(&self) -> SessionGuard<'_> {
-        self.open.fetch_add(1, Ordering::SeqCst);
-        SessionGuard(self)
-    }
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for SessionGuard<'_> {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
-        self.0.closed.notify_waiters();
-    }
-}
-
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<topology::Config> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -124,123 +41,6 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<topology::Config> {
                 .with_context(|| format!("in {}", path.display()))
         }
     }
-}
-
-/// Checks what only the command line could have made wrong (the site may come from
-/// `--site`): every listener's services have members at this site.
-fn check_site(
-    config: &topology::Config,
-    settings: &ProxySettings,
-    site: &str,
-) -> anyhow::Result<()> {
-    let deployment = &config.deployment;
-    if !deployment.sites.iter().any(|s| s.name == site) {
-        bail!("no site named {site:?}");
-    }
-    for (i, listener) in settings.listeners.iter().enumerate() {
-        let services = std::iter::once((format!("proxy.listener[{i}].service"), &listener.service))
-            .chain(listener.routes.iter().enumerate().map(|(j, r)| {
-                (
-                    format!("proxy.listener[{i}].route[{j}].service"),
-                    &r.service,
-                )
-            }));
-        for (key, service) in services {
-            let has_member = deployment
-                .services
-                .iter()
-                .filter(|s| &s.name == service)
-                .any(|s| {
-                    s.members
-                        .iter()
-                        .any(|m| deployment.site(deployment.member(*m).site).name == site)
-                });
-            if !has_member {
-                bail!("`{key}`: service {service:?} has no member at site {site:?}");
-            }
-        }
-    }
-    Ok(())
-}
-
-fn server_tls(
-    listener: &Listener,
-    index: usize,
-) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
-    let Some(tls) = &listener.tls else {
-        return Ok(None);
-    };
-    let key = format!("proxy.listener[{index}].tls");
-    let certs = CertificateDer::pem_file_iter(&tls.cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("`{key}.cert`: {}", tls.cert))?;
-    if certs.is_empty() {
-        bail!("`{key}.cert`: {} holds no certificate", tls.cert);
-    }
-    let private = PrivateKeyDer::from_pem_file(&tls.key)
-        .with_context(|| format!("`{key}.key`: {}", tls.key))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, private)
-        .with_context(|| format!("`{key}`: certificate and key do not fit"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
-}
-
-fn backend_tls(
-    listener: &Listener,
-    index: usize,
-) -> anyhow::Result<Option<Arc<s3::upstream::BackendTls>>> {
-    let Some(tls) = &listener.backend_tls else {
-        return Ok(None);
-    };
-    let key = format!("proxy.listener[{index}].backend_tls");
-    let ca = tls
-        .ca
-        .as_deref()
-        .unwrap_or("/etc/ssl/certs/ca-certificates.crt");
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in
-        CertificateDer::pem_file_iter(ca).with_context(|| format!("`{key}.ca`: {ca}"))?
-    {
-        // A system bundle may hold certificates rustls does not take; skip those.
-        let _ = roots.add(certificate.with_context(|| format!("`{key}.ca`: {ca}"))?);
-    }
-    if roots.is_empty() {
-        bail!("`{key}.ca`: {ca} holds no usable CA certificate");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let server_name = tls
-        .server_name
-        .as_ref()
-        .map(|name| {
-            ServerName::try_from(name.clone())
-                .with_context(|| format!("`{key}.server_name`: {name:?}"))
-        })
-        .transpose()?;
-    Ok(Some(Arc::new(s3::upstream::BackendTls {
-        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
-        server_name,
-    })))
-}
-
-fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(address),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
 }
 
 fn main() -> std::process::ExitCode {
@@ -263,132 +63,24 @@ fn main() -> std::process::ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let config = load_config(args.config.as_ref())?;
-    let mut settings = config.components.proxy.clone();
-    if !args.state_from.is_empty() {
-        settings.state_from = args.state_from.clone();
-    }
-    let site = args
-        .site
-        .clone()
-        .or_else(|| settings.site.clone())
-        .context("no site: set `proxy.site` or pass --site")?;
-    if settings.listeners.is_empty() {
-        bail!("`proxy.listener`: no listener configured, nothing to forward");
-    }
-    check_site(&config, &settings, &site)?;
-    let api_token = match &settings.token_file {
-        Some(path) => Some(
-            topology::config::client_token(
-                &std::fs::read_to_string(path)
-                    .with_context(|| format!("`proxy.token_file`: {path}"))?,
-            )
-            .with_context(|| format!("`proxy.token_file`: {path} holds no token"))?
-            .to_owned(),
-        ),
-        None => std::env::var("PORTICO_TOKEN").ok(),
-    };
-    let mut tls = Vec::new();
-    for (i, listener) in settings.listeners.iter().enumerate() {
-        tls.push((server_tls(listener, i)?, backend_tls(listener, i)?));
-    }
-    if args.check_config {
+    let prepared = proxy::prepare(
+        &config,
+        args.site.clone(),
+        args.state_from.clone(),
+        args.check_config,
+    )?;
+    let Some(prepared) = prepared else {
         eprintln!(
-            "proxy: configuration OK (site {site}, {} listeners)",
-            settings.listeners.len()
+            "proxy: configuration OK ({} listeners)",
+            config.components.proxy.listeners.len()
         );
         return Ok(());
-    }
-    // Every port is bound before anything runs: a taken port fails the start.
-    let mut sockets = Vec::new();
-    for (i, listener) in settings.listeners.iter().enumerate() {
-        sockets.push(bind(listener.listen).with_context(|| {
-            format!("`proxy.listener[{i}].listen`: binding {}", listener.listen)
-        })?);
-    }
-    let metrics_socket = settings
-        .metrics
-        .map(|address| {
-            metrics::bind(address).with_context(|| format!("`proxy.metrics`: binding {address}"))
-        })
-        .transpose()?;
-    let services: Vec<(String, Option<u16>, u16)> = settings
-        .listeners
-        .iter()
-        .flat_map(|l| {
-            std::iter::once(l.service.clone())
-                .chain(l.routes.iter().map(|r| r.service.clone()))
-                .map(move |service| (service, l.backend_port, l.listen.port()))
-        })
-        .collect();
-    let pools = Pools::new(
-        &config.deployment,
-        &site,
-        &services,
-        settings.eject_after,
-        settings.eject_for,
-    );
-    let (drain, draining) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        pools,
-        metrics: metrics::Metrics::default(),
-        rtt: rtt::RttTable::new(settings.rtt_prefix_v4, settings.rtt_prefix_v6),
-        draining,
-        sessions: Sessions::default(),
-        access_log: settings.access_log,
-        api_token,
-    });
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        let mut listening = Vec::new();
-        for ((listener, socket), (server_tls, backend_tls)) in settings.listeners.iter().zip(sockets).zip(tls) {
-            let socket = tokio::net::TcpListener::from_std(socket)?;
-            tracing::info!(listener = %listener.name, protocol = ?listener.protocol, listen = %listener.listen, service = %listener.service, site = %site, "listening");
-            listening.push(match listener.protocol {
-                ListenerProtocol::Tcp => tokio::spawn(tcp::serve(socket, listener.clone(), shared.clone())),
-                ListenerProtocol::S3 => {
-                    let ctx = Arc::new(s3::S3Listener {
-                        config: listener.clone(),
-                        shared: shared.clone(),
-                        tls: server_tls,
-                        backend_tls,
-                    });
-                    tokio::spawn(s3::serve(socket, ctx))
-                }
-            });
-        }
-        if let Some(socket) = metrics_socket {
-            let socket = tokio::net::TcpListener::from_std(socket)?;
-            tokio::spawn(metrics::serve(socket, shared.clone()));
-        }
-        if settings.state_from.is_empty() {
-            tracing::warn!("no `proxy.state_from`: members keep their configured weights; only passive checks apply");
-        } else {
-            tokio::spawn(store_link::follow(settings.state_from.clone(), shared.clone()));
-            if !settings.rtt_report_interval.is_zero() {
-                tokio::spawn(store_link::post_rtt(settings.state_from.clone(), settings.rtt_report_interval, shared.clone()));
-            }
-        }
-        shutdown_signal().await;
-        tracing::info!(open = shared.sessions.open(), timeout = ?settings.drain_timeout, "draining: no new connections");
-        let _ = drain.send(true);
-        for task in listening {
-            let _ = task.await;
-        }
-        let deadline = tokio::time::Instant::now() + settings.drain_timeout;
-        loop {
-            let closed = shared.sessions.closed.notified();
-            tokio::pin!(closed);
-            closed.as_mut().enable();
-            if shared.sessions.open() == 0 || tokio::time::timeout_at(deadline, closed).await.is_err() {
-                break;
-            }
-        }
-        tracing::info!(left = shared.sessions.open(), "drained; exiting");
-        anyhow::Ok(())
-    })?;
-    // Sessions still open past the deadline are cut by the process exit.
+    runtime.block_on(proxy::run(prepared, shutdown_signal()))?;
+    // Sessions still open past the drain deadline are cut by the process exit.
     std::process::exit(0)
 }
 

@@ -652,3 +652,131 @@ impl Drop for ProxyNode {
         let _ = self.child.wait();
     }
 }
+
+/// `portico demo` on ports free on every address it binds, stopped on drop.
+#[derive(Debug)]
+pub struct DemoFabric {
+    child: Child,
+    /// The banner it printed, up to "demo ready".
+    pub banner: Vec<String>,
+    /// The three gslb-dns nodes' DNS and admin addresses (fra, iad, sin).
+    pub dns: Vec<SocketAddr>,
+    pub admin: Vec<SocketAddr>,
+    /// The per-site S3 proxies (fra, iad, sin).
+    pub proxies: Vec<SocketAddr>,
+}
+
+impl DemoFabric {
+    pub fn start() -> DemoFabric {
+        let node_ips = ["127.0.1.53", "127.0.2.53", "127.0.3.53"];
+        let member_ips = [
+            "127.0.10.1",
+            "127.0.10.2",
+            "127.0.20.1",
+            "127.0.20.2",
+            "127.0.30.1",
+            "127.0.30.2",
+        ];
+        let proxy_ips = ["127.0.10.100", "127.0.20.100", "127.0.30.100"];
+        let mut taken = Vec::new();
+        let mut port_on = |ips: &[&str]| -> u16 {
+            loop {
+                let port = free_port(ips[0]);
+                let free = !taken.contains(&port)
+                    && ips.iter().all(|ip| {
+                        std::net::TcpListener::bind((*ip, port)).is_ok()
+                            && UdpSocket::bind((*ip, port)).is_ok()
+                    });
+                if free {
+                    taken.push(port);
+                    return port;
+                }
+            }
+        };
+        let dns_port = port_on(&node_ips);
+        let admin_port = port_on(&node_ips);
+        let raft_port = port_on(&node_ips);
+        let storage_port = port_on(&member_ips);
+        let proxy_port = port_on(&proxy_ips);
+        let mut child = Command::new(binary("portico"))
+            .args([
+                "demo",
+                "--dns-port",
+                &dns_port.to_string(),
+                "--admin-port",
+                &admin_port.to_string(),
+                "--raft-port",
+                &raft_port.to_string(),
+                "--storage-port",
+                &storage_port.to_string(),
+                "--proxy-port",
+                &proxy_port.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start portico demo");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
+        for line in &mut lines {
+            let line = line.expect("demo output");
+            let ready = line.starts_with("demo ready");
+            banner.push(line);
+            if ready {
+                break;
+            }
+        }
+        assert!(
+            banner.last().is_some_and(|l| l.starts_with("demo ready")),
+            "the demo did not start: {banner:?}"
+        );
+        std::thread::spawn(move || lines.for_each(drop));
+        let at = |ips: &[&str], port: u16| -> Vec<SocketAddr> {
+            ips.iter()
+                .map(|ip| format!("{ip}:{port}").parse().unwrap())
+                .collect()
+        };
+        DemoFabric {
+            child,
+            banner,
+            dns: at(&node_ips, dns_port),
+            admin: at(&node_ips, admin_port),
+            proxies: at(&proxy_ips, proxy_port),
+        }
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits up to `within` for the exit status.
+    pub fn interrupt(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Runs `portico --api <node 1> <args>`; (exit code, stdout, stderr).
+    pub fn portico(&self, args: &[&str]) -> (i32, String, String) {
+        let output = run(Command::new(binary("portico"))
+            .args(["--api", &self.admin[0].to_string()])
+            .args(args));
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for DemoFabric {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -363,6 +363,8 @@ pub struct StoreNode {
     pub raft: SocketAddr,
     /// Where its admin and ingest API listens.
     pub api: Option<SocketAddr>,
+    /// Where it answers DNS (drills query every node they know this of).
+    pub dns: Option<SocketAddr>,
     pub site: Option<SiteId>,
     /// Not an initial voter: it joins later through the admin API.
     pub learner: bool,

@@ -340,3 +340,72 @@ fn a_token_file_that_cannot_be_used_stops_the_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn drills_and_the_dashboard_through_the_api() {
+    let node = DnsNode::start(CONFIG, false);
+    // The dashboard page is served from the binary.
+    let (status, page) = node.http("GET", "/", None);
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<title>Portico</title>") && page.contains("/api/v1/watch"),
+        "{page}"
+    );
+    // Bad drill requests get 4xx with a JSON error and change nothing.
+    for (body, expected) in [
+        ("{not json", 400),
+        (r#"{"site":"fra","mode":"explode"}"#, 400),
+        (r#"{"site":"fra","colour":"red"}"#, 400),
+        (r#"{"site":"atlantis"}"#, 404),
+        (r#"{"site":"fra","member":"s3/iad-1"}"#, 400),
+        (r#"{"site":"fra","member":"nope"}"#, 400),
+    ] {
+        let (status, text) = node.http("POST", "/api/v1/drills?wait=true", Some(body));
+        assert_eq!(status, expected, "{body}: {text}");
+        assert!(text.contains("\"error\""), "{body}: {text}");
+    }
+    assert_eq!(
+        node.get_json("/api/v1/drills")["drills"],
+        serde_json::json!([])
+    );
+    assert_eq!(node.http("GET", "/api/v1/drills/7", None).0, 404);
+    // A drill of one node: fra's clients move to iad, then fra is restored.
+    let (status, text) = node.http(
+        "POST",
+        "/api/v1/drills?wait=true",
+        Some(r#"{"site":"fra","service":"s3","vantages":["127.1.0.0/24","127.2.0.0/24"],"timeout_ms":3000}"#),
+    );
+    assert_eq!(status, 200, "{text}");
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["status"], "converged", "{text}");
+    assert_eq!(report["restored"], true);
+    let vantages = report["nodes"][0]["vantages"].as_array().unwrap();
+    assert_eq!(vantages[0]["answered_before"], true);
+    assert_eq!(vantages[1]["answered_before"], false);
+    assert_eq!(vantages[1]["converged_ms"], 0);
+    let id = report["id"].as_u64().unwrap();
+    assert_eq!(
+        node.get_json(&format!("/api/v1/drills/{id}"))["status"],
+        "converged"
+    );
+    assert_eq!(node.get_json("/api/v1/drills")["drills"][0]["id"], id);
+    assert_eq!(
+        node.short(&["-b", "127.1.0.9", "s3.storage.example"]),
+        ["127.0.10.1", "127.0.10.2"],
+        "fra is back"
+    );
+    // Without ?wait the drill runs in the background: 202 with where to find the report.
+    let (status, text) = node.http(
+        "POST",
+        "/api/v1/drills",
+        Some(r#"{"site":"fra","timeout_ms":2000}"#),
+    );
+    assert_eq!(status, 202, "{text}");
+    let started: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let report = format!("/api/v1/drills/{}", started["id"]);
+    assert_eventually!(
+        Duration::from_secs(10),
+        node.http("GET", &report, None).0 == 200,
+        "the background drill left no report"
+    );
+}

@@ -9,6 +9,7 @@ mod dns_protocol;
 mod failover;
 mod geoip_reload;
 mod malformed;
+mod operations;
 mod probes;
 mod proxy;
 mod resolver;

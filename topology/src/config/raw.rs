@@ -334,6 +334,7 @@ pub struct RawStoreNode {
     pub id: u64,
     pub raft: String,
     pub api: Option<String>,
+    pub dns: Option<String>,
     pub site: Option<String>,
     #[serde(default)]
     pub learner: bool,

@@ -719,6 +719,11 @@ fn store(raw: &RawStore, site_ids: &HashMap<&str, SiteId>) -> Result<StoreSettin
                 .as_deref()
                 .map(|a| socket_addr(nkey.key("api"), a))
                 .transpose()?,
+            dns: node
+                .dns
+                .as_deref()
+                .map(|a| socket_addr(nkey.key("dns"), a))
+                .transpose()?,
             site,
             learner: node.learner,
         });

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Portico's test command: installs the real tools the end-to-end tests drive (dig, kdig,
-# unbound; samba and smbclient; libnfs's nfs-cp; Debian's python3 with boto3; chromium and python3-websocket for the
-# dashboard test) and protoc
-# (raft-rs builds its protocol with it), builds every binary and runs the whole test suite.
+# unbound; samba and smbclient; libnfs's nfs-cp; Debian's python3 with boto3; chromium and
+# python3-websocket for the dashboard test) and protoc (raft-rs builds its protocol with
+# it), builds every binary and runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -249,6 +249,45 @@ struct ExplainParams {
     client: String,
     #[serde(rename = "type")]
     qtype: Option<String>,
+    /// What-if: explain as if these were down, comma-separated `site:NAME` or
+    /// `member:SERVICE/NODE` (nothing is changed).
+    without: Option<String>,
+}
+
+/// The state with `without`'s sites and members forced down, for a what-if explain.
+fn what_if(
+    deployment: &topology::Deployment,
+    state: &topology::State,
+    without: &str,
+) -> Result<topology::State, ApiError> {
+    let mut state = state.clone();
+    for item in without.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        match item.split_once(':') {
+            Some(("site", name)) => {
+                let site = deployment
+                    .site_by_name(name)
+                    .ok_or_else(|| ApiError::NotFound(format!("without: no site {name:?}")))?;
+                state.site_mut(site).admin = AdminState::ForcedDown;
+            }
+            Some(("member", name)) => {
+                let (service, node) = name.split_once('/').ok_or_else(|| {
+                    ApiError::BadRequest(format!("without: member {name:?} is not SERVICE/NODE"))
+                })?;
+                let member = deployment.member_by_name(service, node).ok_or_else(|| {
+                    ApiError::NotFound(format!(
+                        "without: no member {node:?} in service {service:?}"
+                    ))
+                })?;
+                state.member_mut(member).admin = AdminState::ForcedDown;
+            }
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "without: {item:?} is not site:NAME or member:SERVICE/NODE"
+                )));
+            }
+        }
+    }
+    Ok(state)
 }
 
 async fn explain(
@@ -286,9 +325,13 @@ async fn explain(
     };
     let (location, network) = snapshot.locate(client);
     let (class, scope) = snapshot.classes.lookup(client);
+    let state = match &params.without {
+        Some(without) => std::sync::Arc::new(what_if(deployment, &snapshot.state, without)?),
+        None => snapshot.state.clone(),
+    };
     let explained = topology::explain::explain_with_class(
         deployment,
-        &snapshot.state,
+        &state,
         service,
         family,
         &location,
@@ -310,6 +353,7 @@ async fn explain(
         "client_class": class,
         "ecs_scope": if snapshot.answers.location_scoped(service) { scope } else { 0 },
         "generation": snapshot.generation,
+        "what_if": params.without,
         "explain": explained,
     })))
 }

@@ -94,13 +94,7 @@ fn now_unix() -> u64 {
 
 /// Runs the demo until Ctrl-C (or SIGTERM).
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .try_init();
+    crate::init_logging("warn");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -307,3 +307,18 @@ async fn reload_geoip(
         }
     }
 }
+
+/// Logs to standard error: the level filter from `RUST_LOG` (else `default`), JSON lines
+/// when `PORTICO_LOG_FORMAT=json`.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    let _ = if std::env::var("PORTICO_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

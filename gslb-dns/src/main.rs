@@ -42,13 +42,7 @@ fn main() -> ExitCode {
         print!("{}", topology::DEFAULT_CONFIG);
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    gslb_dns::init_logging("info");
     let mut config = match gslb_dns::load_config(args.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {

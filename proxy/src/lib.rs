@@ -393,3 +393,18 @@ pub async fn run(
         anyhow::Ok(())
     }
 }
+
+/// Logs to standard error: the level filter from `PORTICO_LOG` (default `info`), JSON lines
+/// when `PORTICO_LOG_FORMAT=json`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    let _ = if std::env::var("PORTICO_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -45,13 +45,7 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<topology::Config> {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    proxy::init_logging();
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -18,3 +18,18 @@ pub mod probe;
 pub mod sigv4;
 pub mod tls;
 pub mod tracker;
+
+/// Logs to standard error: the level filter from `RUST_LOG` (default `info`), JSON lines
+/// when `PORTICO_LOG_FORMAT=json`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    let _ = if std::env::var("PORTICO_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -126,13 +126,7 @@ fn load(args: &Args) -> anyhow::Result<AgentSetup> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    site_agent::init_logging();
     let setup = match load(&args) {
         Ok(setup) => setup,
         Err(e) => {

@@ -59,6 +59,9 @@ enum Commands {
         /// A or AAAA.
         #[arg(long, default_value = "A")]
         r#type: String,
+        /// What-if: as if these were down (`site:iad`, `member:s3/fra-1`; repeatable).
+        #[arg(long)]
+        without: Vec<String>,
     },
     /// Stop new answers for a site, a member (`service/node`) or a service.
     Drain(TargetArgs),
@@ -259,13 +262,17 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             name,
             client,
             r#type,
+            without,
         } => {
-            let path = format!(
+            let mut path = format!(
                 "/api/v1/explain?name={}&client={}&type={}",
                 encode(name),
                 encode(client),
                 encode(r#type)
             );
+            if !without.is_empty() {
+                path.push_str(&format!("&without={}", encode(&without.join(","))));
+            }
             let explain = api.call("GET", &path, None, quick)?;
             if cli.json {
                 print_json(&explain);

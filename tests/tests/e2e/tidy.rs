@@ -154,3 +154,46 @@ fn every_example_configuration_is_valid() {
         "docs/examples holds the example configurations"
     );
 }
+
+#[test]
+fn the_openapi_file_documents_every_route() {
+    let router = read("gslb-dns/src/admin.rs");
+    let openapi = read("docs/openapi.yaml");
+    let mut routes = 0;
+    for piece in router.split(".route(").skip(1) {
+        let path = piece.split('"').nth(1).expect("a route path");
+        routes += 1;
+        assert!(
+            openapi.contains(&format!("\n  {path}:\n")),
+            "docs/openapi.yaml does not document {path}"
+        );
+    }
+    assert!(routes >= 15, "found {routes} routes");
+}
+
+#[test]
+fn the_grafana_dashboard_uses_metrics_that_exist() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("docs/grafana-dashboard.json")).expect("valid JSON");
+    let sources: String = ["gslb-dns/src", "site-agent/src", "proxy/src"]
+        .iter()
+        .flat_map(|dir| walk(&workspace_root().join(dir)))
+        .map(|file| std::fs::read_to_string(file).unwrap())
+        .collect();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("portico_") {
+                    assert!(
+                        sources.contains(&format!("\"{word}")),
+                        "{word} is not a metric we export"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 10);
+}

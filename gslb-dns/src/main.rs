@@ -36,7 +36,26 @@ struct Args {
     print_default_config: bool,
 }
 
+/// `gslb-dns demo ...`: the same as `portico demo`, so that `cargo run --release -- demo`
+/// starts the demo fabric from the workspace root.
+#[derive(Debug, Parser)]
+#[command(name = "gslb-dns demo")]
+struct Demo {
+    #[command(flatten)]
+    args: gslb_dns::demo::DemoArgs,
+}
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("demo") {
+        let demo = Demo::parse_from(std::env::args().skip(1));
+        return match gslb_dns::demo::run(&demo.args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gslb-dns demo: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = Args::parse();
     if args.print_default_config {
         print!("{}", topology::DEFAULT_CONFIG);

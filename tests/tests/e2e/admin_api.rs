@@ -409,3 +409,76 @@ fn drills_and_the_dashboard_through_the_api() {
         "the background drill left no report"
     );
 }
+
+#[test]
+fn service_actions_and_malformed_bodies() {
+    let node = DnsNode::start(CONFIG, false);
+    // A whole service in maintenance, then back.
+    let (status, text) = node.http(
+        "POST",
+        "/api/v1/services/s3/maintenance",
+        Some(r#"{"why":"upgrade"}"#),
+    );
+    assert_eq!(status, 200, "{text}");
+    let state = node.get_json("/api/v1/state");
+    let s3 = state["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "s3")
+        .unwrap();
+    assert!(
+        s3["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["admin"] == "maintenance")
+    );
+    assert_eq!(node.http("POST", "/api/v1/services/s3/clear", None).0, 200);
+    // Unknown names and actions are 404, malformed bodies 400, each with a JSON error.
+    for (path, body, expected) in [
+        ("/api/v1/services/nope/drain", None, 404),
+        ("/api/v1/services/s3/explode", None, 404),
+        ("/api/v1/sites/fra/drain", Some("[1,2]"), 400),
+        ("/api/v1/reports", Some("{\"site\":"), 400),
+        ("/api/v1/reports", Some(r#"{"site":"fra"}"#), 400),
+        ("/api/v1/rtt", Some("not json"), 400),
+        (
+            "/api/v1/rtt",
+            Some(r#"{"site":"atlantis","samples":[]}"#),
+            404,
+        ),
+        (
+            "/api/v1/store/nodes",
+            Some(r#"{"id":0,"raft":"127.0.0.1:1"}"#),
+            400,
+        ),
+        (
+            "/api/v1/store/nodes",
+            Some(r#"{"id":9,"raft":"nowhere"}"#),
+            400,
+        ),
+    ] {
+        let (status, text) = node.http("POST", path, body);
+        assert_eq!(status, expected, "{path} {body:?}: {text}");
+        assert!(text.contains("\"error\""), "{path}: {text}");
+    }
+    assert_eq!(node.http("DELETE", "/api/v1/store/nodes/42", None).0, 404);
+    assert_eq!(node.http("GET", "/api/v1/explain?name=s3", None).0, 400);
+    let (status, text) = node.http(
+        "GET",
+        "/api/v1/explain?name=s3&client=127.2.0.9&without=moon:x",
+        None,
+    );
+    assert_eq!(status, 400, "{text}");
+    let (status, text) = node.http(
+        "GET",
+        "/api/v1/explain?name=s3&client=127.2.0.9&without=site:iad",
+        None,
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        !text.contains("\"site\":\"iad\",\"spilled_to\""),
+        "iad is not the answer when it is down: {text}"
+    );
+}

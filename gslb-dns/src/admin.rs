@@ -484,11 +484,15 @@ async fn start_drill(
         ));
     }
     let id = plan.id;
+    // The drill runs in its own task: a client that goes away mid-drill must not cancel
+    // it between the drain and the restore.
+    let drill = tokio::spawn(crate::drill::run(ctx, plan));
     if params.wait {
-        let report = crate::drill::run(ctx, plan).await;
+        let report = drill
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("drill {id} failed: {e}")))?;
         return Ok(Json(report).into_response());
     }
-    tokio::spawn(crate::drill::run(ctx, plan));
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "id": id, "status": "running", "report": format!("/api/v1/drills/{id}") })),

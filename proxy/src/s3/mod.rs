@@ -117,7 +117,7 @@ where
     let mut inbound = Inbound::new(reader, limits.max_header_bytes.max(64 * 1024));
     let mut draining = ctx.shared.draining.clone();
     let mut served = 0u64;
-    loop {
+    'requests: loop {
         if inbound.buffered().is_empty() {
             // Before the first request the head timeout runs; between requests, the idle one.
             let wait = if served == 0 {
@@ -139,7 +139,7 @@ where
                         S3Error::new(408, "RequestTimeout", "no request arrived in time"),
                     )
                     .await;
-                    return;
+                    break 'requests;
                 }
                 _ => break,
             }
@@ -163,7 +163,7 @@ where
                                 ),
                             )
                             .await;
-                            return;
+                            break 'requests;
                         }
                         _ => return,
                     }
@@ -171,7 +171,7 @@ where
                 Err(e) => {
                     let (kind, error) = head_error(e);
                     reject(&mut writer, ctx, kind, error).await;
-                    return;
+                    break 'requests;
                 }
             }
         };
@@ -181,6 +181,27 @@ where
         }
     }
     let _ = writer.shutdown().await;
+    linger(&mut inbound).await;
+}
+
+/// After our side has closed, reads (and drops) what the client still sends for a moment:
+/// closing a socket with unread bytes makes the kernel send a reset, which can destroy the
+/// response (an error of ours, say) before the client has read it.
+async fn linger<R: AsyncRead + Unpin>(inbound: &mut Inbound<R>) {
+    const MAX_BYTES: usize = 1024 * 1024;
+    let mut dropped = 0;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while dropped < MAX_BYTES {
+            let n = inbound.buffered().len();
+            inbound.consume(n);
+            dropped += n;
+            match inbound.fill().await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
 }
 
 fn head_error(e: HeadError) -> (&'static str, S3Error) {

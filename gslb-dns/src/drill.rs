@@ -62,7 +62,8 @@ pub struct DrillRequest {
 #[derive(Debug, Clone, Serialize)]
 pub struct VantageResult {
     pub vantage: IpNet,
-    /// The target was in this vantage's answers before the drill.
+    /// The target was in this vantage's answers before the drill (false also when the node
+    /// did not answer; then only an answer without the target counts as converged).
     pub answered_before: bool,
     /// Milliseconds from the drill's start until the target left the answers (0 when it
     /// was not in them); `None`: it never left within the timeout.
@@ -432,7 +433,13 @@ pub async fn run(ctx: AdminContext, plan: Plan) -> DrillReport {
     }
     if error.is_none() {
         for node in results.iter_mut() {
-            for v in node.vantages.iter_mut().filter(|v| !v.answered_before) {
+            // Not answered with the target before (and the node did answer): nothing to wait
+            // for. A node that did not answer must answer, without the target, to count.
+            for v in node
+                .vantages
+                .iter_mut()
+                .filter(|v| !v.answered_before && v.errors == 0)
+            {
                 v.converged_ms = Some(0);
             }
         }

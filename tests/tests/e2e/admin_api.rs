@@ -482,3 +482,49 @@ fn service_actions_and_malformed_bodies() {
         "iad is not the answer when it is down: {text}"
     );
 }
+
+#[test]
+fn a_client_leaving_mid_drill_does_not_skip_the_restore() {
+    // Node 2 is a learner that never runs: its DNS address answers nothing, so a drill that
+    // asks it cannot converge and runs until its timeout.
+    let raft = format!("127.0.0.1:{}", tests::free_port("127.0.0.1"));
+    let config = format!(
+        "{CONFIG}\n[store]\nnode_id = 1\ntick_interval = \"50ms\"\nnodes = [{{ id = 1, raft = \"{raft}\" }}, {{ id = 2, raft = \"127.0.0.1:9\", dns = \"127.0.99.99:53\", learner = true }}]\n"
+    );
+    let node = DnsNode::start(&config, false);
+    assert_eventually!(
+        Duration::from_secs(10),
+        node.get_json("/api/v1/store")["node"]["leader"] == 1,
+        "no leader"
+    );
+    // Start a drill and leave before it ends.
+    let admin = node.admin.unwrap();
+    let body = r#"{"site":"fra","service":"s3","vantages":["127.1.0.0/24"],"timeout_ms":2000}"#;
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    let request = format!(
+        "POST /api/v1/drills?wait=true HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    assert_eventually!(
+        Duration::from_secs(5),
+        node.short(&["-b", "127.1.0.9", "s3.storage.example"]) == ["127.0.20.1", "127.0.20.2"],
+        "the drill did not drain fra"
+    );
+    drop(stream);
+    // The drill goes on without its client: it times out on node 2 and restores fra.
+    assert_eventually!(
+        Duration::from_secs(10),
+        node.get_json("/api/v1/drills")["drills"][0]["status"] == "timeout",
+        "no report: {}",
+        node.get_json("/api/v1/drills")
+    );
+    let report = &node.get_json("/api/v1/drills")["drills"][0];
+    assert_eq!(report["restored"], true, "{report}");
+    assert_eq!(report["nodes"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(
+        node.short(&["-b", "127.1.0.9", "s3.storage.example"]),
+        ["127.0.10.1", "127.0.10.2"],
+        "fra restored"
+    );
+}

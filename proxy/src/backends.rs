@@ -28,6 +28,8 @@ pub struct Backend {
     consecutive_failures: AtomicU32,
     /// Milliseconds since the proxy started until which the member is ejected (0: not).
     ejected_until_ms: AtomicU64,
+    /// How many times passive detection ejected it.
+    pub ejections: AtomicU64,
     /// Idle upstream connections kept for reuse (S3).
     pub idle: Mutex<Vec<crate::s3::upstream::Idle>>,
 }
@@ -68,6 +70,7 @@ impl Backend {
                 Ordering::Relaxed,
             );
             self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            self.ejections.fetch_add(1, Ordering::Relaxed);
             return true;
         }
         false
@@ -203,6 +206,7 @@ impl Pools {
                         outstanding: AtomicU32::new(0),
                         consecutive_failures: AtomicU32::new(0),
                         ejected_until_ms: AtomicU64::new(0),
+                        ejections: AtomicU64::new(0),
                         idle: Mutex::new(Vec::new()),
                     })
                 })

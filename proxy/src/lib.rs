@@ -43,24 +43,70 @@ pub struct Shared {
 
 impl Shared {
     /// A member failed to connect or answer: counted, and ejected after enough in a row.
-    pub fn upstream_failure(&self, listener: &str, member: &Backend, kind: &'static str) {
-        self.metrics.add(
-            "portico_proxy_upstream_errors_total",
-            format!("listener=\"{listener}\",kind=\"{kind}\""),
-            1,
-        );
+    pub fn upstream_failure(
+        &self,
+        listener: &metrics::ListenerMetrics,
+        member: &Backend,
+        kind: &'static str,
+    ) {
+        listener.upstream_error(kind);
         if member.failed(
             &self.pools.clock,
             self.pools.eject_after,
             self.pools.eject_for,
         ) {
-            self.metrics.add(
-                "portico_proxy_ejections_total",
-                format!("service=\"{}\",member=\"{}\"", member.service, member.node),
-                1,
-            );
             tracing::warn!(member = %member.node, service = %member.service, kind, "member ejected after repeated failures");
         }
+    }
+}
+
+/// Accepts until the proxy drains: at most `max_connections` open at once (a connection
+/// over it goes to `refuse`), each served by its own task from `serve`, counted as a
+/// session so a drain can wait for it.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: tokio::net::TcpListener,
+    max_connections: usize,
+    shared: Arc<Shared>,
+    metrics: Arc<metrics::ListenerMetrics>,
+    refuse: impl Fn(tokio::net::TcpStream),
+    serve: F,
+) where
+    F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let limit = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let mut draining = shared.draining.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = draining.wait_for(|d| *d) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and the like: back off instead of spinning.
+                tracing::warn!(listener = %metrics.name, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            metrics::ListenerMetrics::add(&metrics.refused, 1);
+            refuse(stream);
+            continue;
+        };
+        metrics::ListenerMetrics::add(&metrics.connections, 1);
+        let _ = stream.set_nodelay(true);
+        let session = serve(stream, peer);
+        let shared = shared.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let _session = shared.sessions.enter();
+            metrics.active.fetch_add(1, Ordering::Relaxed);
+            session.await;
+            metrics.active.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
     }
 }
 
@@ -332,12 +378,16 @@ pub async fn run(
             let socket = tokio::net::TcpListener::from_std(socket)?;
             tracing::info!(listener = %listener.name, protocol = ?listener.protocol, listen = %listener.listen, service = %listener.service, site = %site, "listening");
             listening.push(match listener.protocol {
-                ListenerProtocol::Tcp => {
-                    tokio::spawn(tcp::serve(socket, listener.clone(), shared.clone()))
-                }
+                ListenerProtocol::Tcp => tokio::spawn(tcp::serve(
+                    socket,
+                    listener.clone(),
+                    shared.clone(),
+                    shared.metrics.listener(&listener.name),
+                )),
                 ListenerProtocol::S3 => {
                     let ctx = Arc::new(s3::S3Listener {
                         config: listener.clone(),
+                        metrics: shared.metrics.listener(&listener.name),
                         shared: shared.clone(),
                         tls: server_tls,
                         backend_tls,

@@ -15,75 +15,49 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::Shared;
 use crate::backends::Backend;
+use crate::metrics::ListenerMetrics;
 use crate::sys::Pipe;
 use topology::config::Listener;
 
 /// Accepts until the proxy drains, then returns.
-pub async fn serve(listener: TcpListener, config: Listener, shared: Arc<Shared>) {
+pub async fn serve(
+    listener: TcpListener,
+    config: Listener,
+    shared: Arc<Shared>,
+    metrics: Arc<ListenerMetrics>,
+) {
     let config = Arc::new(config);
-    let limit = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
-    let mut draining = shared.draining.clone();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = draining.wait_for(|d| *d) => return,
-        };
-        let (client, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // EMFILE and the like: back off instead of spinning.
-                tracing::warn!(listener = %config.name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let labels = format!("listener=\"{}\"", config.name);
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            shared
-                .metrics
-                .add("portico_proxy_connections_refused_total", labels, 1);
-            drop(client);
-            continue;
-        };
-        shared
-            .metrics
-            .add("portico_proxy_connections_total", labels, 1);
-        let shared = shared.clone();
-        let config = config.clone();
-        tokio::spawn(async move {
-            let _session = shared.sessions.enter();
-            session(client, peer, &config, &shared).await;
-            drop(permit);
-        });
-    }
+    let (sessions, max) = (shared.clone(), config.max_connections);
+    crate::accept_loop(
+        listener,
+        max,
+        sessions,
+        metrics.clone(),
+        drop,
+        move |client, peer| {
+            let (config, shared, metrics) = (config.clone(), shared.clone(), metrics.clone());
+            async move { session(client, peer, &config, &shared, &metrics).await }
+        },
+    )
+    .await;
 }
 
-async fn session(client: TcpStream, peer: SocketAddr, config: &Listener, shared: &Shared) {
+async fn session(
+    client: TcpStream,
+    peer: SocketAddr,
+    config: &Listener,
+    shared: &Shared,
+    metrics: &ListenerMetrics,
+) {
     let started = Instant::now();
-    let labels = format!("listener=\"{}\"", config.name);
-    shared
-        .metrics
-        .add("portico_proxy_active_connections", labels.clone(), 1);
-    let _ = client.set_nodelay(true);
-    let outcome = connect_and_forward(&client, peer, config, shared).await;
+    let outcome = connect_and_forward(&client, peer, config, shared, metrics).await;
     shared.rtt.sample(peer.ip(), &client);
-    shared
-        .metrics
-        .sub("portico_proxy_active_connections", labels.clone(), 1);
     let (member, up, down, how) = match &outcome {
         Ok((member, totals, end)) => (member.node.as_str(), totals.0, totals.1, *end),
-        Err(e) => ("-", 0, 0, e.as_str()),
+        Err(e) => ("-", 0, 0, *e),
     };
-    shared.metrics.add(
-        "portico_proxy_bytes_total",
-        format!("{labels},direction=\"upstream\""),
-        up,
-    );
-    shared.metrics.add(
-        "portico_proxy_bytes_total",
-        format!("{labels},direction=\"downstream\""),
-        down,
-    );
+    ListenerMetrics::add(&metrics.bytes_up, up);
+    ListenerMetrics::add(&metrics.bytes_down, down);
     if shared.access_log {
         tracing::info!(
             target: "access",
@@ -106,22 +80,16 @@ async fn connect_and_forward(
     peer: SocketAddr,
     config: &Listener,
     shared: &Shared,
-) -> Result<(Arc<Backend>, (u64, u64), &'static str), String> {
-    let pool = shared
-        .pools
-        .pool(&config.service)
-        .ok_or_else(|| "no pool".to_string())?;
+    metrics: &ListenerMetrics,
+) -> Result<(Arc<Backend>, (u64, u64), &'static str), &'static str> {
+    let pool = shared.pools.pool(&config.service).ok_or("no-pool")?;
     let mut tried = Vec::new();
     let (member, upstream) = loop {
         let Some(member) = pool.by_client(peer.ip(), &shared.pools.clock, &tried) else {
-            shared.metrics.add(
-                "portico_proxy_upstream_errors_total",
-                format!("listener=\"{}\",kind=\"no_member\"", config.name),
-                1,
-            );
+            metrics.upstream_error("no_member");
             // Reset: the client's protocol (NFS, SMB) reconnects, maybe to a recovered member.
             let _ = SockRef::from(client).set_linger(Some(Duration::ZERO));
-            return Err("no-member".into());
+            return Err("no-member");
         };
         tried.push(member.key);
         match connect(member.address(), config.connect_timeout).await {
@@ -130,18 +98,11 @@ async fn connect_and_forward(
                 break (member, stream);
             }
             Err(kind) => {
-                shared.upstream_failure(&config.name, &member, kind);
+                shared.upstream_failure(metrics, &member, kind);
             }
         }
     };
-    shared.metrics.add(
-        "portico_proxy_routes_total",
-        format!(
-            "listener=\"{}\",service=\"{}\"",
-            config.name, config.service
-        ),
-        1,
-    );
+    metrics.route(&config.service);
     member.outstanding.fetch_add(1, Ordering::Relaxed);
     let result = forward(client, &upstream, config.splice, config.idle_timeout).await;
     member.outstanding.fetch_sub(1, Ordering::Relaxed);
@@ -152,11 +113,7 @@ async fn connect_and_forward(
             let _ = SockRef::from(client).set_linger(Some(Duration::ZERO));
             let _ = SockRef::from(&upstream).set_linger(Some(Duration::ZERO));
             if end == "upstream-reset" {
-                shared.metrics.add(
-                    "portico_proxy_upstream_errors_total",
-                    format!("listener=\"{}\",kind=\"reset\"", config.name),
-                    1,
-                );
+                metrics.upstream_error("reset");
             }
             Ok((member, totals, end))
         }

@@ -2,6 +2,8 @@
 //! framing rules that stop request smuggling) and the response head a member sends back.
 //! Heads are forwarded byte for byte; this only reads what routing and framing need.
 
+use std::ops::Range;
+
 use topology::config::HttpLimits;
 
 /// How a message's body is delimited.
@@ -16,7 +18,9 @@ pub enum Framing {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
-    /// Bytes of the head, blank line included.
+    /// The head as received, blank line included: what is forwarded to the member.
+    pub raw: Vec<u8>,
+    /// Bytes of the head (`raw.len()`).
     pub len: usize,
     pub method: String,
     pub target: String,
@@ -27,8 +31,8 @@ pub struct RequestHead {
     pub framing: Framing,
     pub keep_alive: bool,
     pub expect_continue: bool,
-    /// Header names in lower case with their values, for routing rules.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Where each header's name and value lie in `raw`, for routing rules.
+    fields: Vec<(Range<usize>, Range<usize>)>,
 }
 
 impl RequestHead {
@@ -44,11 +48,12 @@ impl RequestHead {
             })
     }
 
+    /// The first value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
+        self.fields
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+            .find(|(n, _)| self.raw[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| &self.raw[v.clone()])
     }
 
     /// Safe to send again to another member: no body and a method without side effects
@@ -82,8 +87,16 @@ pub fn parse_request(buffer: &[u8], limits: &HttpLimits) -> Result<RequestHead, 
         }
         _ => {}
     }
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut request = httparse::Request::new(&mut headers);
+    // Header slots on the stack for the usual limits; a larger `max_headers` allocates.
+    let mut on_stack = [httparse::EMPTY_HEADER; 128];
+    let mut on_heap = Vec::new();
+    let slots: &mut [httparse::Header<'_>] = if limits.max_headers <= on_stack.len() {
+        &mut on_stack[..limits.max_headers]
+    } else {
+        on_heap.resize(limits.max_headers, httparse::EMPTY_HEADER);
+        &mut on_heap
+    };
+    let mut request = httparse::Request::new(slots);
     let len = match request.parse(buffer) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buffer.len() >= limits.max_header_bytes => {
@@ -108,53 +121,50 @@ pub fn parse_request(buffer: &[u8], limits: &HttpLimits) -> Result<RequestHead, 
     let mut connection_close = minor_version == 0;
     let mut expect_continue = false;
     let mut fields = Vec::with_capacity(request.headers.len());
+    // httparse's slices point into `buffer`: their offsets locate them in the copy.
+    let at = |part: &[u8]| {
+        let start = part.as_ptr() as usize - buffer.as_ptr() as usize;
+        start..start + part.len()
+    };
     for header in request.headers.iter() {
-        let name = header.name.to_ascii_lowercase();
         let value = header.value;
-        match name.as_str() {
-            "content-length" => {
-                if content_length.is_some() {
-                    return Err(HeadError::Smuggling("more than one Content-Length"));
-                }
-                content_length = Some(
-                    parse_length(value).ok_or(HeadError::Smuggling("invalid Content-Length"))?,
-                );
+        fields.push((at(header.name.as_bytes()), at(value)));
+        let is = |known: &str| header.name.eq_ignore_ascii_case(known);
+        if is("content-length") {
+            if content_length.is_some() {
+                return Err(HeadError::Smuggling("more than one Content-Length"));
             }
-            "transfer-encoding" => {
-                if transfer_encoding.is_some() {
-                    return Err(HeadError::Smuggling("more than one Transfer-Encoding"));
-                }
-                // Only `chunked` alone: anything else (`gzip, chunked`, `xchunked`,
-                // `chunked, identity`, odd whitespace) is what smuggling attempts use.
-                if !value.eq_ignore_ascii_case(b"chunked") {
-                    return Err(HeadError::Smuggling("unsupported Transfer-Encoding"));
-                }
-                transfer_encoding = Some(());
+            content_length =
+                Some(parse_length(value).ok_or(HeadError::Smuggling("invalid Content-Length"))?);
+        } else if is("transfer-encoding") {
+            if transfer_encoding.is_some() {
+                return Err(HeadError::Smuggling("more than one Transfer-Encoding"));
             }
-            "host" => {
-                if host.is_some() {
-                    return Err(HeadError::Smuggling("more than one Host"));
-                }
-                let text =
-                    std::str::from_utf8(value).map_err(|_| HeadError::Malformed("invalid Host"))?;
-                host = Some(strip_port(text).to_ascii_lowercase());
+            // Only `chunked` alone: anything else (`gzip, chunked`, `xchunked`,
+            // `chunked, identity`, odd whitespace) is what smuggling attempts use.
+            if !value.eq_ignore_ascii_case(b"chunked") {
+                return Err(HeadError::Smuggling("unsupported Transfer-Encoding"));
             }
-            "connection" => {
-                for token in value.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        connection_close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") && minor_version == 0 {
-                        connection_close = false;
-                    }
+            transfer_encoding = Some(());
+        } else if is("host") {
+            if host.is_some() {
+                return Err(HeadError::Smuggling("more than one Host"));
+            }
+            let text =
+                std::str::from_utf8(value).map_err(|_| HeadError::Malformed("invalid Host"))?;
+            host = Some(strip_port(text).to_ascii_lowercase());
+        } else if is("connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    connection_close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor_version == 0 {
+                    connection_close = false;
                 }
             }
-            "expect" if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") => {
-                expect_continue = true;
-            }
-            _ => {}
+        } else if is("expect") && value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+            expect_continue = true;
         }
-        fields.push((name, value.to_vec()));
     }
     let framing = match (content_length, transfer_encoding) {
         (Some(_), Some(())) => {
@@ -173,6 +183,7 @@ pub fn parse_request(buffer: &[u8], limits: &HttpLimits) -> Result<RequestHead, 
         return Err(HeadError::Malformed("missing Host"));
     }
     Ok(RequestHead {
+        raw: buffer[..len].to_vec(),
         len,
         method,
         target,
@@ -181,7 +192,7 @@ pub fn parse_request(buffer: &[u8], limits: &HttpLimits) -> Result<RequestHead, 
         framing,
         keep_alive: !connection_close,
         expect_continue,
-        headers: fields,
+        fields,
     })
 }
 

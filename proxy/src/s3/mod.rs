@@ -21,6 +21,7 @@ use topology::config::Listener;
 
 use crate::Shared;
 use crate::backends::Backend;
+use crate::metrics::ListenerMetrics;
 use body::{BodyError, Inbound};
 use error::S3Error;
 use head::{Framing, HeadError, RequestHead, parse_request, parse_response};
@@ -29,6 +30,7 @@ use upstream::{BackendTls, Upstream};
 /// One S3 listener's configuration and TLS material.
 pub struct S3Listener {
     pub config: Listener,
+    pub metrics: Arc<ListenerMetrics>,
     pub shared: Arc<Shared>,
     pub tls: Option<TlsAcceptor>,
     pub backend_tls: Option<Arc<BackendTls>>,
@@ -39,62 +41,37 @@ const UPSTREAM_BUFFER: usize = 64 * 1024;
 
 /// Accepts until the proxy drains.
 pub async fn serve(listener: TcpListener, ctx: Arc<S3Listener>) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(ctx.config.max_connections));
-    let mut draining = ctx.shared.draining.clone();
-    let labels = format!("listener=\"{}\"", ctx.config.name);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = draining.wait_for(|d| *d) => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(listener = %ctx.config.name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            ctx.shared
-                .metrics
-                .add("portico_proxy_connections_refused_total", labels.clone(), 1);
-            tokio::spawn(refuse(stream, ctx.tls.is_some()));
-            continue;
-        };
-        ctx.shared
-            .metrics
-            .add("portico_proxy_connections_total", labels.clone(), 1);
-        let ctx = ctx.clone();
-        let labels = labels.clone();
-        tokio::spawn(async move {
-            let _session = ctx.shared.sessions.enter();
-            ctx.shared
-                .metrics
-                .add("portico_proxy_active_connections", labels.clone(), 1);
-            let _ = stream.set_nodelay(true);
-            // The handshake's RTT is the kernel's first sample for this client.
-            ctx.shared.rtt.sample(peer.ip(), &stream);
-            match &ctx.tls {
-                None => connection(stream, peer, &ctx).await,
-                Some(acceptor) => {
-                    let handshake = acceptor.accept(stream);
-                    match tokio::time::timeout(ctx.config.limits.header_timeout, handshake).await {
-                        Ok(Ok(tls)) => connection(tls, peer, &ctx).await,
-                        _ => ctx.shared.metrics.add(
-                            "portico_proxy_client_errors_total",
-                            format!("{labels},kind=\"tls_handshake\""),
-                            1,
-                        ),
+    let tls = ctx.tls.is_some();
+    let refuse_over_limit = move |stream| {
+        tokio::spawn(refuse(stream, tls));
+    };
+    crate::accept_loop(
+        listener,
+        ctx.config.max_connections,
+        ctx.shared.clone(),
+        ctx.metrics.clone(),
+        refuse_over_limit,
+        move |stream, peer| {
+            let ctx = ctx.clone();
+            async move {
+                // The handshake's RTT is the kernel's first sample for this client.
+                ctx.shared.rtt.sample(peer.ip(), &stream);
+                match &ctx.tls {
+                    None => connection(stream, peer, &ctx).await,
+                    Some(acceptor) => {
+                        let handshake = acceptor.accept(stream);
+                        match tokio::time::timeout(ctx.config.limits.header_timeout, handshake)
+                            .await
+                        {
+                            Ok(Ok(tls)) => connection(tls, peer, &ctx).await,
+                            _ => ctx.metrics.client_error("tls_handshake"),
+                        }
                     }
                 }
             }
-            ctx.shared
-                .metrics
-                .sub("portico_proxy_active_connections", labels, 1);
-            drop(permit);
-        });
-    }
+        },
+    )
+    .await;
 }
 
 /// Over the connection limit: a quick 503 SlowDown (plain text listeners only; a TLS
@@ -242,25 +219,13 @@ async fn reject<W: AsyncWrite + Unpin>(
     kind: &'static str,
     error: S3Error,
 ) {
-    ctx.shared.metrics.add(
-        "portico_proxy_client_errors_total",
-        format!("listener=\"{}\",kind=\"{kind}\"", ctx.config.name),
-        1,
-    );
-    count_status(ctx, error.status);
+    ctx.metrics.client_error(kind);
+    ctx.metrics.request(error.status);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         writer.write_all(&error.response("/", true, false)).await?;
         writer.flush().await
     })
     .await;
-}
-
-fn count_status(ctx: &S3Listener, status: u16) {
-    ctx.shared.metrics.add(
-        "portico_proxy_requests_total",
-        format!("listener=\"{}\",code=\"{status}\"", ctx.config.name),
-        1,
-    );
 }
 
 /// A request forwarded and its response relayed.
@@ -314,14 +279,9 @@ where
     let config = &ctx.config;
     let shared = &ctx.shared;
     let service = route::choose(&config.routes, &config.service, &head, &config.domains);
-    shared.metrics.add(
-        "portico_proxy_routes_total",
-        format!("listener=\"{}\",service=\"{service}\"", config.name),
-        1,
-    );
-    let head_bytes = inbound.buffered()[..head.len].to_vec();
+    ctx.metrics.route(service);
     inbound.consume(head.len);
-    let resource = head.target.split('?').next().unwrap_or("/").to_string();
+    let resource = head.target.split('?').next().unwrap_or("/");
     let head_request = head.method == "HEAD";
     // Without a body still unread, the connection can go on after an error of ours.
     let can_continue = head.framing == Framing::None && head.keep_alive;
@@ -343,11 +303,7 @@ where
     let mut retries_left = config.retries;
     loop {
         let Some(member) = pool.least_outstanding(&shared.pools.clock, &tried) else {
-            shared.metrics.add(
-                "portico_proxy_upstream_errors_total",
-                format!("listener=\"{}\",kind=\"no_member\"", config.name),
-                1,
-            );
+            ctx.metrics.upstream_error("no_member");
             let error = S3Error::unavailable(format!(
                 "no member of service {service} at site {} can take requests",
                 shared.pools.site
@@ -367,7 +323,7 @@ where
             {
                 Ok(upstream) => (upstream, false),
                 Err(kind) => {
-                    shared.upstream_failure(&config.name, &member, kind);
+                    shared.upstream_failure(&ctx.metrics, &member, kind);
                     if retries_left > 0 {
                         retries_left -= 1;
                         continue;
@@ -384,7 +340,7 @@ where
             inbound,
             writer,
             &head,
-            &head_bytes,
+            &head.raw,
             upstream,
             config.limits.body_idle_timeout,
         )
@@ -396,13 +352,13 @@ where
                 if let Some(upstream) = done.reusable {
                     upstream::checkin(&member, upstream);
                 }
-                count_status(ctx, done.status);
+                ctx.metrics.request(done.status);
                 (done.status, done.up, done.down, done.keep_client)
             }
             Err(Failure::Retryable(kind)) => {
                 // A reused connection the member had closed is not the member's fault.
                 if !reused {
-                    shared.upstream_failure(&config.name, &member, kind);
+                    shared.upstream_failure(&ctx.metrics, &member, kind);
                 }
                 if retries_left > 0 || reused {
                     retries_left = retries_left.saturating_sub(u32::from(!reused));
@@ -421,7 +377,7 @@ where
                 return respond(writer, ctx, &head, error, can_continue).await;
             }
             Err(Failure::Upstream { kind, responded }) => {
-                shared.upstream_failure(&config.name, &member, kind);
+                shared.upstream_failure(&ctx.metrics, &member, kind);
                 if !responded {
                     let error = S3Error::unavailable(format!(
                         "member {} failed during the request ({kind})",
@@ -433,25 +389,12 @@ where
                 (if responded { 0 } else { 503 }, 0, 0, false)
             }
             Err(Failure::Client) => {
-                shared.metrics.add(
-                    "portico_proxy_client_errors_total",
-                    format!("listener=\"{}\",kind=\"body\"", config.name),
-                    1,
-                );
+                ctx.metrics.client_error("body");
                 (0, 0, 0, false)
             }
         };
-        let labels = format!("listener=\"{}\"", config.name);
-        shared.metrics.add(
-            "portico_proxy_bytes_total",
-            format!("{labels},direction=\"upstream\""),
-            up,
-        );
-        shared.metrics.add(
-            "portico_proxy_bytes_total",
-            format!("{labels},direction=\"downstream\""),
-            down,
-        );
+        ListenerMetrics::add(&ctx.metrics.bytes_up, up);
+        ListenerMetrics::add(&ctx.metrics.bytes_down, down);
         if shared.access_log {
             tracing::info!(
                 target: "access",
@@ -481,7 +424,7 @@ async fn respond<W: AsyncWrite + Unpin>(
     error: S3Error,
     can_continue: bool,
 ) -> bool {
-    count_status(ctx, error.status);
+    ctx.metrics.request(error.status);
     let resource = head.target.split('?').next().unwrap_or("/");
     let response = error.response(resource, !can_continue, head.method == "HEAD");
     let sent = tokio::time::timeout(Duration::from_secs(5), async {

@@ -239,7 +239,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("demo ready; Ctrl-C stops it");
 
-    shutdown_signal().await;
+    crate::wait_for_signal().await;
     println!("stopping the demo");
     let _ = stop.send(true);
     for agent in agents {
@@ -259,20 +259,6 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     println!("demo stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match terminate.as_mut() {
-                Some(signal) => { signal.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
-    }
 }
 
 /// Objects of one storage node (bounded: a demo, not a store).

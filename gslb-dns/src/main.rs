@@ -118,7 +118,7 @@ fn main() -> ExitCode {
             }
         };
         print_banner(&node);
-        wait_for_signal().await;
+        gslb_dns::wait_for_signal().await;
         tracing::info!("shutting down");
         node.shutdown().await;
         ExitCode::SUCCESS
@@ -172,25 +172,4 @@ fn print_banner(node: &gslb_dns::RunningNode) {
     if let Some(record) = deployment.zone.records.first() {
         println!("  dig @{host} -p {port} {} ANY +tcp", record.owner);
     }
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

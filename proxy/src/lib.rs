@@ -370,78 +370,74 @@ pub async fn run(
         shared,
         drain,
     } = prepared;
+    let mut listening = Vec::new();
+    for ((listener, socket), (server_tls, backend_tls)) in
+        settings.listeners.iter().zip(sockets).zip(tls)
     {
-        let mut listening = Vec::new();
-        for ((listener, socket), (server_tls, backend_tls)) in
-            settings.listeners.iter().zip(sockets).zip(tls)
-        {
-            let socket = tokio::net::TcpListener::from_std(socket)?;
-            tracing::info!(listener = %listener.name, protocol = ?listener.protocol, listen = %listener.listen, service = %listener.service, site = %site, "listening");
-            listening.push(match listener.protocol {
-                ListenerProtocol::Tcp => tokio::spawn(tcp::serve(
-                    socket,
-                    listener.clone(),
-                    shared.clone(),
-                    shared.metrics.listener(&listener.name),
-                )),
-                ListenerProtocol::S3 => {
-                    let ctx = Arc::new(s3::S3Listener {
-                        config: listener.clone(),
-                        metrics: shared.metrics.listener(&listener.name),
-                        shared: shared.clone(),
-                        tls: server_tls,
-                        backend_tls,
-                    });
-                    tokio::spawn(s3::serve(socket, ctx))
-                }
-            });
-        }
-        // Background tasks, stopped when the proxy has drained.
-        let mut background = Vec::new();
-        if let Some(socket) = metrics_socket {
-            let socket = tokio::net::TcpListener::from_std(socket)?;
-            background.push(tokio::spawn(metrics::serve(socket, shared.clone())));
-        }
-        if settings.state_from.is_empty() {
-            tracing::warn!(
-                "no `proxy.state_from`: members keep their configured weights; only passive checks apply"
-            );
-        } else {
-            background.push(tokio::spawn(store_link::follow(
+        let socket = tokio::net::TcpListener::from_std(socket)?;
+        tracing::info!(listener = %listener.name, protocol = ?listener.protocol, listen = %listener.listen, service = %listener.service, site = %site, "listening");
+        listening.push(match listener.protocol {
+            ListenerProtocol::Tcp => tokio::spawn(tcp::serve(
+                socket,
+                listener.clone(),
+                shared.clone(),
+                shared.metrics.listener(&listener.name),
+            )),
+            ListenerProtocol::S3 => {
+                let ctx = Arc::new(s3::S3Listener {
+                    config: listener.clone(),
+                    metrics: shared.metrics.listener(&listener.name),
+                    shared: shared.clone(),
+                    tls: server_tls,
+                    backend_tls,
+                });
+                tokio::spawn(s3::serve(socket, ctx))
+            }
+        });
+    }
+    // Background tasks, stopped when the proxy has drained.
+    let mut background = Vec::new();
+    if let Some(socket) = metrics_socket {
+        let socket = tokio::net::TcpListener::from_std(socket)?;
+        background.push(tokio::spawn(metrics::serve(socket, shared.clone())));
+    }
+    if settings.state_from.is_empty() {
+        tracing::warn!(
+            "no `proxy.state_from`: members keep their configured weights; only passive checks apply"
+        );
+    } else {
+        background.push(tokio::spawn(store_link::follow(
+            settings.state_from.clone(),
+            shared.clone(),
+        )));
+        if !settings.rtt_report_interval.is_zero() {
+            background.push(tokio::spawn(store_link::post_rtt(
                 settings.state_from.clone(),
+                settings.rtt_report_interval,
                 shared.clone(),
             )));
-            if !settings.rtt_report_interval.is_zero() {
-                background.push(tokio::spawn(store_link::post_rtt(
-                    settings.state_from.clone(),
-                    settings.rtt_report_interval,
-                    shared.clone(),
-                )));
-            }
         }
-        shutdown.await;
-        tracing::info!(open = shared.sessions.open(), timeout = ?settings.drain_timeout, "draining: no new connections");
-        let _ = drain.send(true);
-        for task in listening {
-            let _ = task.await;
-        }
-        let deadline = tokio::time::Instant::now() + settings.drain_timeout;
-        loop {
-            let closed = shared.sessions.closed.notified();
-            tokio::pin!(closed);
-            closed.as_mut().enable();
-            if shared.sessions.open() == 0
-                || tokio::time::timeout_at(deadline, closed).await.is_err()
-            {
-                break;
-            }
-        }
-        tracing::info!(left = shared.sessions.open(), "drained; exiting");
-        for task in background {
-            task.abort();
-        }
-        anyhow::Ok(())
     }
+    shutdown.await;
+    tracing::info!(open = shared.sessions.open(), timeout = ?settings.drain_timeout, "draining: no new connections");
+    let _ = drain.send(true);
+    for task in listening {
+        let _ = task.await;
+    }
+    let deadline = tokio::time::Instant::now() + settings.drain_timeout;
+    loop {
+        let closed = shared.sessions.closed.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if shared.sessions.open() == 0 || tokio::time::timeout_at(deadline, closed).await.is_err() {
+            break;
+        }
+    }
+    tracing::info!(left = shared.sessions.open(), "drained; exiting");
+    for task in background {
+        task.abort();
+    }
+    Ok(())
 }
 
 /// Logs to standard error: the level filter from `PORTICO_LOG` (default `info`), JSON lines

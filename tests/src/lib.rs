@@ -780,3 +780,39 @@ impl Drop for DemoFabric {
         let _ = self.child.wait();
     }
 }
+
+/// The head of an S3 request to `to`, signed (SigV4) with [`ACCESS_KEY`] and [`SECRET_KEY`]
+/// for `Host: to`; `payload_sha256_hex` is the body's hash or `UNSIGNED-PAYLOAD`.
+pub fn signed_s3_head(
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    payload_sha256_hex: &str,
+    content_length: u64,
+) -> Vec<u8> {
+    use site_agent::sigv4;
+    let host = to.to_string();
+    let request = sigv4::Request {
+        method,
+        host: &host,
+        path,
+        query: &[],
+        payload_sha256_hex,
+    };
+    let credentials = sigv4::Credentials {
+        access_key: ACCESS_KEY.into(),
+        secret_key: SECRET_KEY.into(),
+        session_token: None,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {content_length}\r\n");
+    for (name, value) in sigv4::sign(&request, &credentials, "us-east-1", "s3", now) {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}

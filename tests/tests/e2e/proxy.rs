@@ -56,38 +56,14 @@ fn s3_request(to: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, St
     read_response(&mut stream)
 }
 
+/// A signed head for `body` (its hash signed too).
 fn signed_head(to: SocketAddr, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
-    let host = to.to_string();
     let payload = if body.is_empty() {
         sigv4::EMPTY_PAYLOAD_SHA256.to_string()
     } else {
         sigv4::sha256_hex(body)
     };
-    let request = sigv4::Request {
-        method,
-        host: &host,
-        path,
-        query: &[],
-        payload_sha256_hex: &payload,
-    };
-    let credentials = sigv4::Credentials {
-        access_key: ACCESS_KEY.into(),
-        secret_key: SECRET_KEY.into(),
-        session_token: None,
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in sigv4::sign(&request, &credentials, "us-east-1", "s3", now) {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    head.into_bytes()
+    tests::signed_s3_head(to, method, path, &payload, body.len() as u64)
 }
 
 /// Reads one response (Content-Length framed) to its end.

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::geo::ClientLocation;
 use crate::model::{Deployment, MemberId, Policy, Service, ServiceId, SiteId, WhenAllDown};
-use crate::state::{AdminState, Health, State, Timestamp};
+use crate::state::{AdminState, Health, MemberState, State, Timestamp};
 
 /// Upper bound of answer rotations kept per (service, class, family).
 pub const MAX_VARIANTS: usize = 64;
@@ -163,6 +163,18 @@ pub fn proxy_verdict(
     if member.discover.is_some() && ms.address.is_none() {
         return Err(Ineligible::NotDiscovered);
     }
+    member_admin(ms)?;
+    if ms.health == Health::Down {
+        return Err(Ineligible::Down(ms.reason.clone()));
+    }
+    match effective_weight(member.weight, ms.weight_percent) {
+        0 => Err(Ineligible::ZeroWeight),
+        weight => Ok(weight),
+    }
+}
+
+/// What the member's operators and its own load-feedback agent decided for it.
+fn member_admin(ms: &MemberState) -> Result<(), Ineligible> {
     match ms.admin {
         AdminState::Active => {}
         AdminState::Drained => return Err(Ineligible::Drained),
@@ -170,18 +182,9 @@ pub fn proxy_verdict(
         AdminState::ForcedDown => return Err(Ineligible::ForcedDown),
     }
     match ms.agent_admin {
-        AdminState::Active => {}
-        AdminState::Drained => return Err(Ineligible::AgentDrained),
-        AdminState::Maintenance | AdminState::ForcedDown => {
-            return Err(Ineligible::AgentMaintenance);
-        }
-    }
-    if ms.health == Health::Down {
-        return Err(Ineligible::Down(ms.reason.clone()));
-    }
-    match effective_weight(member.weight, ms.weight_percent) {
-        0 => Err(Ineligible::ZeroWeight),
-        weight => Ok(weight),
+        AdminState::Active => Ok(()),
+        AdminState::Drained => Err(Ineligible::AgentDrained),
+        AdminState::Maintenance | AdminState::ForcedDown => Err(Ineligible::AgentMaintenance),
     }
 }
 
@@ -212,19 +215,7 @@ fn verdict(
         AdminState::Maintenance => return Err(Ineligible::SiteMaintenance),
         AdminState::ForcedDown => return Err(Ineligible::SiteForcedDown),
     }
-    match ms.admin {
-        AdminState::Active => {}
-        AdminState::Drained => return Err(Ineligible::Drained),
-        AdminState::Maintenance => return Err(Ineligible::Maintenance),
-        AdminState::ForcedDown => return Err(Ineligible::ForcedDown),
-    }
-    match ms.agent_admin {
-        AdminState::Active => {}
-        AdminState::Drained => return Err(Ineligible::AgentDrained),
-        AdminState::Maintenance | AdminState::ForcedDown => {
-            return Err(Ineligible::AgentMaintenance);
-        }
-    }
+    member_admin(ms)?;
     if strictness == Strictness::IgnoreHealth {
         return Ok(weight.max(1));
     }

@@ -21,12 +21,22 @@ pub struct Inbound<R> {
 
 impl<R: AsyncRead + Unpin> Inbound<R> {
     pub fn new(io: R, capacity: usize) -> Inbound<R> {
+        Self::with_buffer(io, vec![0u8; capacity].into_boxed_slice())
+    }
+
+    /// Reads through `buffer` (reused from an earlier reader).
+    pub fn with_buffer(io: R, buffer: Box<[u8]>) -> Inbound<R> {
         Inbound {
             io,
-            buffer: vec![0u8; capacity].into_boxed_slice(),
+            buffer,
             start: 0,
             end: 0,
         }
+    }
+
+    /// The reader and the buffer, for reuse (unread bytes are dropped).
+    pub fn into_parts(self) -> (R, Box<[u8]>) {
+        (self.io, self.buffer)
     }
 
     pub fn buffered(&self) -> &[u8] {

@@ -92,6 +92,9 @@ where
     let (reader, mut writer) = tokio::io::split(io);
     let limits = ctx.config.limits;
     let mut inbound = Inbound::new(reader, limits.max_header_bytes.max(64 * 1024));
+    // The buffer members' responses pass through, reused by every request of this
+    // connection (a request that fails midway takes it along; the next makes another).
+    let mut member_buffer: Box<[u8]> = Box::default();
     let mut draining = ctx.shared.draining.clone();
     let mut served = 0u64;
     'requests: loop {
@@ -153,7 +156,17 @@ where
             }
         };
         served += 1;
-        if !exchange(&mut inbound, &mut writer, head, peer, ctx).await || *draining.borrow() {
+        if !exchange(
+            &mut inbound,
+            &mut writer,
+            &mut member_buffer,
+            head,
+            peer,
+            ctx,
+        )
+        .await
+            || *draining.borrow()
+        {
             break;
         }
     }
@@ -268,6 +281,7 @@ impl Drop for InFlight {
 async fn exchange<S>(
     inbound: &mut Inbound<ReadHalf<S>>,
     writer: &mut WriteHalf<S>,
+    member_buffer: &mut Box<[u8]>,
     head: RequestHead,
     peer: SocketAddr,
     ctx: &S3Listener,
@@ -339,8 +353,8 @@ where
         let result = attempt(
             inbound,
             writer,
+            member_buffer,
             &head,
-            &head.raw,
             upstream,
             config.limits.body_idle_timeout,
         )
@@ -439,8 +453,8 @@ async fn respond<W: AsyncWrite + Unpin>(
 async fn attempt<S>(
     inbound: &mut Inbound<ReadHalf<S>>,
     writer: &mut WriteHalf<S>,
+    member_buffer: &mut Box<[u8]>,
     head: &RequestHead,
-    head_bytes: &[u8],
     upstream: Upstream,
     idle: Duration,
 ) -> Result<Done, Failure>
@@ -449,7 +463,7 @@ where
 {
     let (upstream_reader, mut upstream_writer) = tokio::io::split(upstream);
     let sent_head = tokio::time::timeout(idle, async {
-        upstream_writer.write_all(head_bytes).await?;
+        upstream_writer.write_all(&head.raw).await?;
         upstream_writer.flush().await
     })
     .await;
@@ -457,7 +471,10 @@ where
         // No body byte has left the client's socket: trying elsewhere is safe.
         return Err(Failure::Retryable("reset"));
     }
-    let mut from_member = Inbound::new(upstream_reader, UPSTREAM_BUFFER);
+    if member_buffer.is_empty() {
+        *member_buffer = vec![0u8; UPSTREAM_BUFFER].into_boxed_slice();
+    }
+    let mut from_member = Inbound::with_buffer(upstream_reader, std::mem::take(member_buffer));
     let (sent, received) = {
         let send = body::forward(inbound, &mut upstream_writer, head.framing, idle);
         let receive = relay_response(&mut from_member, writer, head, idle);
@@ -491,9 +508,12 @@ where
     let up = match sent {
         Some(Ok(n)) => n,
         _ => 0,
-    } + head_bytes.len() as u64;
-    let reusable = if body_complete && !response.close && from_member.buffered().is_empty() {
-        Some(from_member.io.unsplit(upstream_writer))
+    } + head.raw.len() as u64;
+    let clean = from_member.buffered().is_empty();
+    let (upstream_reader, buffer) = from_member.into_parts();
+    *member_buffer = buffer;
+    let reusable = if body_complete && !response.close && clean {
+        Some(upstream_reader.unsplit(upstream_writer))
     } else {
         None
     };

@@ -7,7 +7,9 @@ fn main() {
     let config = topology::Config::default_config(1);
     let control = gslb_dns::Control::new(
         Arc::new(config.deployment),
+        Arc::new(config.node.dns),
         Arc::new(geoip_data::GeoDb::test_database()),
+        Default::default(),
         topology::Timestamp(1),
     )
     .unwrap();

@@ -1,44 +1,65 @@
-//! The publisher of the node's answers. The replicated store's applied machine, the GeoIP
-//! database and the store's health (degraded or not) come in here; every change builds a new
-//! [`Snapshot`] off the query path and publishes it with `ArcSwap`.
+//! The publisher of the node's answers. The replicated store's applied machine (with the
+//! deployment it holds), the GeoIP database and the store's health (degraded or not) come
+//! in here; every change builds a new [`Snapshot`] off the query path and publishes it with
+//! `ArcSwap`. A new deployment version re-encodes the zone and rebuilds the client classes
+//! first, so the switch is one swap: every query sees the old deployment or the new one.
+//!
+//! Until the store holds a deployment (a new cluster before its seed applies), answers come
+//! from this node's own file (version 0).
 //!
 //! Static stability: while the store is degraded (no quorum), staleness is evaluated at the
 //! moment quorum was lost, so sites whose reports this node can no longer see are not failed;
 //! the node keeps answering from its last applied state.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use geoip_data::GeoDb;
 use state_store::Machine;
-use topology::{ClassTable, Deployment, Timestamp};
+use tokio::sync::watch;
+use topology::wire::views::StoreView;
+use topology::{ClassTable, Deployment, DnsSettings, Timestamp};
 
+use crate::dns::counters::Counters;
+use crate::dns::snapshot::{AnswerTable, Snapshot, build_classes};
 use crate::dns::zone::{ZoneData, ZoneError};
-use crate::snapshot::{AnswerTable, Snapshot, StoreView, build_classes};
 
-/// Why the node could not start.
+/// Why a deployment cannot be served.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub enum BuildError {
     #[error("GeoIP database: {0}")]
     Geoip(#[from] geoip_data::GeoError),
     #[error("zone: {0}")]
     Zone(#[from] ZoneError),
 }
 
+/// A deployment made ready to serve: the zone encoded, the client classes built.
+struct Served {
+    deployment: Arc<Deployment>,
+    version: u64,
+    zone: Arc<ZoneData>,
+    classes: Arc<ClassTable>,
+}
+
 struct Inner {
     machine: Arc<Machine>,
     store: StoreView,
     geo: Arc<GeoDb>,
-    classes: Arc<ClassTable>,
+    served: Served,
     generation: u64,
 }
 
 /// Builds and publishes snapshots.
 pub struct Control {
-    deployment: Arc<Deployment>,
-    zone: Arc<ZoneData>,
+    /// This node's file's deployment: served until the store has one.
+    local: Arc<Deployment>,
+    dns: Arc<DnsSettings>,
+    counters: Arc<Counters>,
     inner: Mutex<Inner>,
     published: Arc<ArcSwap<Snapshot>>,
+    /// The applied index of the published answers.
+    applied: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Control {
@@ -47,34 +68,61 @@ impl std::fmt::Debug for Control {
     }
 }
 
+/// Encodes `deployment`'s zone and builds its client classes.
+pub fn prepare(
+    deployment: &Deployment,
+    dns: &DnsSettings,
+    geo: &GeoDb,
+    machine: &Machine,
+) -> Result<(ZoneData, ClassTable), BuildError> {
+    Ok((
+        ZoneData::build(deployment, dns)?,
+        build_classes(deployment, geo, &machine.rtt)?,
+    ))
+}
+
 impl Control {
-    /// Encodes the zone, builds the client classes and publishes the first snapshot (from
-    /// an empty machine: every member as configured, statically up without a check).
+    /// Prepares `local` (the node's file) and publishes the first snapshot from an empty
+    /// machine: every member as configured, statically up without a check.
     pub fn new(
-        deployment: Arc<Deployment>,
+        local: Arc<Deployment>,
+        dns: Arc<DnsSettings>,
         geo: Arc<GeoDb>,
+        counters: Arc<Counters>,
         now: Timestamp,
-    ) -> Result<Control, StartError> {
-        let zone = Arc::new(ZoneData::build(&deployment)?);
-        let classes = Arc::new(build_classes(&deployment, &geo, &Default::default())?);
+    ) -> Result<Control, BuildError> {
+        let machine = Arc::new(Machine::default());
+        let (zone, classes) = prepare(&local, &dns, &geo, &machine)?;
         let mut inner = Inner {
-            machine: Arc::new(Machine::default()),
+            machine,
             store: StoreView::default(),
             geo,
-            classes,
+            served: Served {
+                deployment: local.clone(),
+                version: 0,
+                zone: Arc::new(zone),
+                classes: Arc::new(classes),
+            },
             generation: 0,
         };
-        let snapshot = build(&deployment, &zone, &mut inner, now);
+        let snapshot = build(&dns, &counters, &mut inner, now);
         Ok(Control {
-            deployment,
-            zone,
+            local,
+            dns,
+            counters,
             inner: Mutex::new(inner),
             published: Arc::new(ArcSwap::from_pointee(snapshot)),
+            applied: watch::channel(0).0,
         })
     }
 
-    pub fn deployment(&self) -> &Arc<Deployment> {
-        &self.deployment
+    /// The deployment of this node's own file.
+    pub fn local_deployment(&self) -> &Arc<Deployment> {
+        &self.local
+    }
+
+    pub fn dns_settings(&self) -> &Arc<DnsSettings> {
+        &self.dns
     }
 
     /// The published snapshot cell, for the DNS workers.
@@ -92,18 +140,53 @@ impl Control {
     }
 
     fn publish(&self, inner: &mut Inner, now: Timestamp) {
-        let snapshot = build(&self.deployment, &self.zone, inner, now);
+        let snapshot = build(&self.dns, &self.counters, inner, now);
+        let applied = snapshot.store.applied;
         self.published.store(Arc::new(snapshot));
+        self.applied.send_if_modified(|current| {
+            let newer = applied > *current;
+            *current = applied.max(*current);
+            newer
+        });
     }
 
-    /// Publishes answers from a newly applied machine.
+    /// Publishes answers from a newly applied machine (and its deployment, if new).
     pub fn apply_machine(&self, machine: Arc<Machine>, now: Timestamp) {
         let mut inner = self.lock();
         inner.store.applied = machine.applied;
-        // New RTT samples change the `latency` classes: rebuild the class table.
-        if !Arc::ptr_eq(&inner.machine.rtt, &machine.rtt) {
-            match build_classes(&self.deployment, &inner.geo, &machine.rtt) {
-                Ok(classes) => inner.classes = Arc::new(classes),
+        let deployment = machine.deployment().cloned();
+        let new_deployment = deployment
+            .as_ref()
+            .is_some_and(|d| !Arc::ptr_eq(d, &inner.served.deployment));
+        let new_rtt = !Arc::ptr_eq(&inner.machine.rtt, &machine.rtt);
+        if new_deployment {
+            let deployment = deployment.expect("checked above");
+            match prepare(&deployment, &self.dns, &inner.geo, &machine) {
+                Ok((zone, classes)) => {
+                    tracing::info!(
+                        version = machine.version(),
+                        index = machine.applied,
+                        "answering from a new deployment version"
+                    );
+                    inner.served = Served {
+                        deployment,
+                        version: machine.version(),
+                        zone: Arc::new(zone),
+                        classes: Arc::new(classes),
+                    };
+                }
+                // Validated before it was proposed; if this node still cannot serve it (a
+                // GeoIP database gone bad, say), it keeps the deployment it has.
+                Err(e) => tracing::error!(
+                    version = machine.version(),
+                    error = %e,
+                    "cannot serve the store's deployment; answering from the previous one"
+                ),
+            }
+        } else if new_rtt {
+            // New RTT samples change the `latency` classes.
+            match build_classes(&inner.served.deployment, &inner.geo, &machine.rtt) {
+                Ok(classes) => inner.served.classes = Arc::new(classes),
                 Err(e) => {
                     tracing::warn!(error = %e, "client classes not rebuilt for new RTT samples")
                 }
@@ -137,9 +220,13 @@ impl Control {
     /// Switches to a new GeoIP database (the client classes are rebuilt).
     pub fn set_geo(&self, geo: Arc<GeoDb>, now: Timestamp) -> Result<(), geoip_data::GeoError> {
         let mut inner = self.lock();
-        let classes = Arc::new(build_classes(&self.deployment, &geo, &inner.machine.rtt)?);
+        let classes = Arc::new(build_classes(
+            &inner.served.deployment,
+            &geo,
+            &inner.machine.rtt,
+        )?);
         inner.geo = geo;
-        inner.classes = classes;
+        inner.served.classes = classes;
         self.publish(&mut inner, now);
         Ok(())
     }
@@ -157,18 +244,31 @@ impl Control {
         if snapshot.store.degraded_since.is_some() {
             return None;
         }
-        crate::snapshot::next_staleness_deadline(&self.deployment, &snapshot.state, now)
+        crate::dns::snapshot::next_staleness_deadline(&snapshot.deployment, &snapshot.state, now)
     }
 
     /// The applied machine the current answers come from.
     pub fn machine(&self) -> Arc<Machine> {
         self.lock().machine.clone()
     }
+
+    /// Follows the applied index of the published answers.
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// Waits until the published answers reflect `index`, at most `timeout`; whether they do.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(timeout, applied.wait_for(|a| *a >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
 }
 
 fn build(
-    deployment: &Arc<Deployment>,
-    zone: &Arc<ZoneData>,
+    dns: &Arc<DnsSettings>,
+    counters: &Counters,
     inner: &mut Inner,
     now: Timestamp,
 ) -> Snapshot {
@@ -178,16 +278,21 @@ fn build(
         .store
         .degraded_since
         .map_or(now, |since| since.min(now));
+    let served = &inner.served;
+    let deployment = &served.deployment;
     let state = inner.machine.state(deployment);
     Snapshot {
         generation: inner.generation,
         built_at: evaluated_at,
-        answers: AnswerTable::build(deployment, &state, &inner.classes, evaluated_at),
+        config_version: served.version,
+        answers: AnswerTable::build(deployment, &state, &served.classes, evaluated_at),
+        metric_slots: counters.slots(deployment),
         deployment: deployment.clone(),
+        dns: dns.clone(),
         state: Arc::new(state),
-        classes: inner.classes.clone(),
+        classes: served.classes.clone(),
         geo: inner.geo.clone(),
-        zone: zone.clone(),
+        zone: served.zone.clone(),
         store: inner.store.clone(),
     }
 }

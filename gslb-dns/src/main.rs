@@ -36,32 +36,13 @@ struct Args {
     print_default_config: bool,
 }
 
-/// `gslb-dns demo ...`: the same as `portico demo`, so that `cargo run --release -- demo`
-/// starts the demo fabric from the workspace root.
-#[derive(Debug, Parser)]
-#[command(name = "gslb-dns demo")]
-struct Demo {
-    #[command(flatten)]
-    args: gslb_dns::demo::DemoArgs,
-}
-
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("demo") {
-        let demo = Demo::parse_from(std::env::args().skip(1));
-        return match gslb_dns::demo::run(&demo.args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("gslb-dns demo: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     let args = Args::parse();
     if args.print_default_config {
         print!("{}", topology::DEFAULT_CONFIG);
         return ExitCode::SUCCESS;
     }
-    gslb_dns::init_logging("info");
+    portico_client::process::init_logging("info");
     let mut config = match gslb_dns::load_config(args.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {
@@ -70,21 +51,21 @@ fn main() -> ExitCode {
         }
     };
     if !args.listen.is_empty() {
-        config.deployment.dns.listen = args.listen.clone();
+        config.node.dns.listen = args.listen.clone();
     }
     if let Some(admin) = args.admin {
-        config.deployment.admin.listen = Some(admin);
+        config.node.admin.listen = Some(admin);
     }
     if let Some(dir) = &args.data_dir {
-        config.deployment.store.data_dir = dir.display().to_string();
+        config.node.store.data_dir = dir.display().to_string();
     }
     if let Some(id) = args.node_id {
-        let store = &config.deployment.store;
+        let store = &config.node.store;
         if !store.nodes.is_empty() && !store.nodes.iter().any(|n| n.id == id) {
             eprintln!("gslb-dns: --node-id {id} is not in store.nodes");
             return ExitCode::from(2);
         }
-        config.deployment.store.node_id = id;
+        config.node.store.node_id = id;
     }
     if args.check_config {
         let d = &config.deployment;
@@ -109,6 +90,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let test_geoip = config.node.geoip.database.is_none();
     runtime.block_on(async move {
         let node = match gslb_dns::start(config).await {
             Ok(node) => node,
@@ -117,8 +99,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        print_banner(&node);
-        gslb_dns::wait_for_signal().await;
+        print_banner(&node, test_geoip);
+        portico_client::process::wait_for_signal().await;
         tracing::info!("shutting down");
         node.shutdown().await;
         ExitCode::SUCCESS
@@ -126,7 +108,7 @@ fn main() -> ExitCode {
 }
 
 /// Where the node listens, and dig lines to try against it.
-fn print_banner(node: &gslb_dns::RunningNode) {
+fn print_banner(node: &gslb_dns::RunningNode, test_geoip: bool) {
     let snapshot = node.control.snapshot();
     let deployment = &snapshot.deployment;
     let Some(dns) = node.dns.first() else { return };
@@ -152,7 +134,7 @@ fn print_banner(node: &gslb_dns::RunningNode) {
                 );
             }
         }
-        if deployment.geoip.database.is_none() {
+        if test_geoip {
             for (net, place) in [
                 ("192.0.2.0/24", "Frankfurt"),
                 ("198.51.100.0/24", "Ashburn"),
@@ -163,7 +145,7 @@ fn print_banner(node: &gslb_dns::RunningNode) {
                 );
             }
         }
-        if deployment.dns.debug_queries {
+        if snapshot.dns.debug_queries {
             println!(
                 "  dig @{host} -p {port} _explain.{name} TXT +subnet=198.51.100.0/24    # why that answer"
             );

@@ -1,18 +1,16 @@
-//! Counters of the DNS front, sharded per worker (each UDP thread and the TCP side own a
-//! shard, so the hot path never contends on a cache line), summed when scraped, and the
-//! Prometheus text rendering of counters and state.
+//! The node's `/metrics`: the DNS front's counters, the state of every member, the store's
+//! status and GeoIP reloads, in the Prometheus text format ([`topology::exposition`]).
 
-use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-use state_store::{NodeStatus, PeerState};
-use topology::{Deployment, Family};
+use topology::Family;
+use topology::exposition::{Exposition, Kind};
+use topology::wire::views::{NodeStatus, PeerState};
 
-use crate::dns::Outcome;
-use crate::snapshot::Snapshot;
+use crate::dns::Snapshot;
+use crate::dns::counters::{Counters, RCODES};
 
-const RCODES: usize = 17;
 const RCODE_NAMES: [&str; RCODES] = [
     "NOERROR",
     "FORMERR",
@@ -33,200 +31,91 @@ const RCODE_NAMES: [&str; RCODES] = [
     "BADVERS",
 ];
 
-/// One worker's counters: by rcode, dropped, truncated, TCP queries, per service, per
-/// (service, site) answer.
-#[derive(Debug)]
-pub struct Shard {
-    counters: Box<[AtomicU64]>,
-    services: usize,
-    sites: usize,
-}
-
-const DROPPED: usize = RCODES;
-const TRUNCATED: usize = RCODES + 1;
-const TCP: usize = RCODES + 2;
-const FIXED: usize = RCODES + 3;
-
-impl Shard {
-    fn new(services: usize, sites: usize) -> Shard {
-        let len = FIXED + services + services * sites;
-        Shard {
-            counters: (0..len).map(|_| AtomicU64::new(0)).collect(),
-            services,
-            sites,
-        }
-    }
-
-    fn bump(&self, index: usize) {
-        self.counters[index].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts one handled packet.
-    pub fn record(&self, outcome: &Outcome, tcp: bool) {
-        if !outcome.reply {
-            return self.bump(DROPPED);
-        }
-        self.bump(usize::from(outcome.rcode).min(RCODES - 1));
-        if outcome.truncated {
-            self.bump(TRUNCATED);
-        }
-        if tcp {
-            self.bump(TCP);
-        }
-        if let Some(service) = outcome.service {
-            let service = service.0 as usize;
-            self.bump(FIXED + service);
-            if let Some(site) = outcome.site {
-                self.bump(FIXED + self.services + service * self.sites + site.0 as usize);
-            }
-        }
-    }
-
-    fn get(&self, index: usize) -> u64 {
-        self.counters[index].load(Ordering::Relaxed)
-    }
-}
-
-/// All shards; new shards are handed to workers as they start.
-#[derive(Debug)]
+/// Everything the node counts.
+#[derive(Debug, Default)]
 pub struct Metrics {
-    shards: Mutex<Vec<Arc<Shard>>>,
-    services: usize,
-    sites: usize,
+    /// The DNS front's counters (shards handed to the workers).
+    pub counters: Arc<Counters>,
     pub geoip_reload_errors: AtomicU64,
     pub geoip_reloads: AtomicU64,
 }
 
 impl Metrics {
-    pub fn new(deployment: &Deployment) -> Metrics {
-        Metrics {
-            shards: Mutex::new(Vec::new()),
-            services: deployment.services.len(),
-            sites: deployment.sites.len(),
-            geoip_reload_errors: AtomicU64::new(0),
-            geoip_reloads: AtomicU64::new(0),
-        }
+    pub fn new() -> Metrics {
+        Metrics::default()
     }
 
-    /// A new shard for one worker.
-    pub fn shard(&self) -> Arc<Shard> {
-        let shard = Arc::new(Shard::new(self.services, self.sites));
-        self.shards
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(shard.clone());
-        shard
-    }
-
-    fn sum(&self, index: usize) -> u64 {
-        self.shards
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|s| s.get(index))
-            .sum()
-    }
-
-    /// The Prometheus text exposition of the counters, of `snapshot`'s state and of the
-    /// store's status.
+    /// The page: counters, `snapshot`'s state and the store's status.
     pub fn render(&self, snapshot: &Snapshot, store: &NodeStatus, peers: &[PeerState]) -> String {
-        let deployment = &snapshot.deployment;
-        let mut out = Exposition::default();
+        let mut out = Exposition::new();
+        let counters = &self.counters;
         out.family(
             "portico_dns_queries_total",
-            "counter",
+            Kind::Counter,
             "DNS queries answered, by response code.",
         );
-        for (i, rcode) in RCODE_NAMES.iter().enumerate() {
-            let value = self.sum(i);
+        for (i, (rcode, value)) in RCODE_NAMES.iter().zip(counters.by_rcode()).enumerate() {
             if value > 0 || i <= 5 {
                 out.sample("portico_dns_queries_total", &[("rcode", rcode)], value);
             }
         }
-        for (name, help, index) in [
-            (
-                "portico_dns_dropped_total",
-                "Packets given no reply (responses, runts).",
-                DROPPED,
-            ),
-            (
-                "portico_dns_truncated_total",
-                "UDP replies truncated (TC set).",
-                TRUNCATED,
-            ),
-            (
-                "portico_dns_tcp_queries_total",
-                "Queries received over TCP.",
-                TCP,
-            ),
-        ] {
-            out.family(name, "counter", help);
-            out.sample(name, &[], self.sum(index));
-        }
+        out.single(
+            "portico_dns_dropped_total",
+            Kind::Counter,
+            "Packets given no reply (responses, runts).",
+            counters.dropped(),
+        );
+        out.single(
+            "portico_dns_truncated_total",
+            Kind::Counter,
+            "UDP replies truncated (TC set).",
+            counters.truncated(),
+        );
+        out.single(
+            "portico_dns_tcp_queries_total",
+            Kind::Counter,
+            "Queries received over TCP.",
+            counters.tcp(),
+        );
         out.family(
             "portico_dns_service_queries_total",
-            "counter",
+            Kind::Counter,
             "Queries for GSLB service names.",
         );
-        for (i, service) in deployment.services.iter().enumerate() {
+        for (service, value) in counters.by_service() {
             out.sample(
                 "portico_dns_service_queries_total",
-                &[("service", &service.name)],
-                self.sum(FIXED + i),
+                &[("service", &service)],
+                value,
             );
         }
         out.family(
             "portico_dns_answers_total",
-            "counter",
+            Kind::Counter,
             "Service answers, by the site they send clients to.",
         );
-        for (i, service) in deployment.services.iter().enumerate() {
-            for (j, site) in deployment.sites.iter().enumerate() {
-                let value = self.sum(FIXED + self.services + i * self.sites + j);
-                out.sample(
-                    "portico_dns_answers_total",
-                    &[("service", &service.name), ("site", &site.name)],
-                    value,
-                );
-            }
+        for (service, site, value) in counters.by_service_and_site() {
+            out.sample(
+                "portico_dns_answers_total",
+                &[("service", &service), ("site", &site)],
+                value,
+            );
         }
         render_state(&mut out, snapshot);
         render_store(&mut out, store, peers);
-        for (name, help, counter) in [
-            (
-                "portico_geoip_reloads_total",
-                "GeoIP database reloads.",
-                &self.geoip_reloads,
-            ),
-            (
-                "portico_geoip_reload_errors_total",
-                "GeoIP database files that failed to load (the old one stays).",
-                &self.geoip_reload_errors,
-            ),
-        ] {
-            out.family(name, "counter", help);
-            out.sample(name, &[], counter.load(Ordering::Relaxed));
-        }
-        out.0
-    }
-}
-
-/// Prometheus text format, written line by line.
-#[derive(Default)]
-struct Exposition(String);
-
-impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
-        self.0.push_str(name);
-        if !labels.is_empty() {
-            let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-            let _ = write!(self.0, "{{{}}}", pairs.join(","));
-        }
-        let _ = writeln!(self.0, " {value}");
+        out.single(
+            "portico_geoip_reloads_total",
+            Kind::Counter,
+            "GeoIP database reloads.",
+            self.geoip_reloads.load(Ordering::Relaxed),
+        );
+        out.single(
+            "portico_geoip_reload_errors_total",
+            Kind::Counter,
+            "GeoIP database files that failed to load (the old one stays).",
+            self.geoip_reload_errors.load(Ordering::Relaxed),
+        );
+        out.finish()
     }
 }
 
@@ -235,84 +124,89 @@ fn render_store(out: &mut Exposition, store: &NodeStatus, peers: &[PeerState]) {
     for (name, kind, help, value) in [
         (
             "portico_store_leader",
-            "gauge",
+            Kind::Gauge,
             "1 when this node is the raft leader.",
             is_leader,
         ),
         (
             "portico_store_leader_id",
-            "gauge",
+            Kind::Gauge,
             "The leader this node knows (0: none).",
             store.leader,
         ),
-        ("portico_store_term", "gauge", "Raft term.", store.term),
+        ("portico_store_term", Kind::Gauge, "Raft term.", store.term),
         (
             "portico_store_commit_index",
-            "gauge",
+            Kind::Gauge,
             "Raft commit index.",
             store.commit,
         ),
         (
             "portico_store_applied_index",
-            "gauge",
+            Kind::Gauge,
             "Index of the last applied entry.",
             store.applied,
         ),
         (
             "portico_store_degraded",
-            "gauge",
+            Kind::Gauge,
             "1 while this node has no quorum and answers from its last applied state.",
             u64::from(store.degraded),
         ),
         (
+            "portico_store_failed",
+            Kind::Gauge,
+            "1 once this node stopped applying (a storage failure, or an entry this build cannot read).",
+            u64::from(store.failed.is_some()),
+        ),
+        (
             "portico_store_proposals_total",
-            "counter",
+            Kind::Counter,
             "Proposals made through this node.",
             store.proposals,
         ),
         (
             "portico_store_proposals_failed_total",
-            "counter",
+            Kind::Counter,
             "Proposals refused at once (no leader, dropped).",
             store.proposals_failed,
         ),
         (
             "portico_store_apply_latency_microseconds",
-            "gauge",
+            Kind::Gauge,
             "Mean time from proposal to local apply, recent proposals.",
             store.apply_latency_us,
         ),
         (
             "portico_store_snapshots_total",
-            "counter",
+            Kind::Counter,
             "Snapshots taken (log compactions) since start.",
             store.snapshots_taken,
         ),
         (
             "portico_store_snapshot_index",
-            "gauge",
+            Kind::Gauge,
             "Index of the latest snapshot.",
             store.snapshot_index,
         ),
         (
             "portico_store_voters",
-            "gauge",
+            Kind::Gauge,
             "Voters in the cluster configuration.",
             store.voters.len() as u64,
         ),
         (
             "portico_store_learners",
-            "gauge",
+            Kind::Gauge,
             "Learners in the cluster configuration.",
             store.learners.len() as u64,
         ),
     ] {
-        out.family(name, kind, help);
-        out.sample(name, &[], value);
+        out.single(name, kind, help, value);
     }
     out.family(
         "portico_store_peer_connected",
-        "gauge",
+        Kind::Gauge,
         "1 while the raft connection to a peer is up.",
     );
     for peer in peers {
@@ -353,7 +247,7 @@ fn render_state(out: &mut Exposition, snapshot: &Snapshot) {
         ),
     ];
     for (name, help, value) in member_gauges {
-        out.family(name, "gauge", help);
+        out.family(name, Kind::Gauge, help);
         for member in &deployment.members {
             let labels = [
                 ("service", deployment.service(member.service).name.as_str()),
@@ -370,6 +264,11 @@ fn render_state(out: &mut Exposition, snapshot: &Snapshot) {
             snapshot.generation,
         ),
         (
+            "portico_config_version",
+            "The deployment version the answers come from (0: the node's own file).",
+            snapshot.config_version,
+        ),
+        (
             "portico_client_class_blocks",
             "Prefix blocks in the client-class table.",
             snapshot.classes.blocks() as u64,
@@ -380,7 +279,6 @@ fn render_state(out: &mut Exposition, snapshot: &Snapshot) {
             snapshot.geo.build_epoch(),
         ),
     ] {
-        out.family(name, "gauge", help);
-        out.sample(name, &[], value);
+        out.single(name, Kind::Gauge, help, value);
     }
 }

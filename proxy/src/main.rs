@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -27,25 +26,9 @@ struct Args {
     check_config: bool,
 }
 
-fn load_config(path: Option<&PathBuf>) -> anyhow::Result<topology::Config> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    match path {
-        None => Ok(topology::Config::default_config(now)),
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            topology::Config::from_toml(&text, now)
-                .with_context(|| format!("in {}", path.display()))
-        }
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    proxy::init_logging();
+    portico_client::process::init_logging("info");
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -56,7 +39,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = load_config(args.config.as_ref())?;
+    let config = portico_client::process::read_config(args.config.as_deref())?;
     let prepared = proxy::prepare(
         &config,
         args.site.clone(),
@@ -73,21 +56,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(proxy::run(prepared, shutdown_signal()))?;
+    runtime.block_on(proxy::run(
+        prepared,
+        portico_client::process::wait_for_signal(),
+    ))?;
     // Sessions still open past the drain deadline are cut by the process exit.
     std::process::exit(0)
-}
-
-async fn shutdown_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match terminate.as_mut() {
-                Some(signal) => { signal.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
-    }
 }

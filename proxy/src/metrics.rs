@@ -5,14 +5,13 @@
 //! written only when `/metrics` is read.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use topology::exposition::{Exposition, Kind, PerItem};
 
-use crate::backends::Pools;
+use crate::upstreams::{Clock, Member, Upstreams};
 
 /// The counters of one listener.
 #[derive(Debug, Default)]
@@ -69,6 +68,14 @@ impl ListenerMetrics {
     }
 }
 
+/// A per-listener family keyed by one label: name, help, the label, the (key, value) pairs.
+type Keyed<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a dyn Fn(&ListenerMetrics) -> Vec<(String, u64)>,
+);
+
 /// All counters of the proxy.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -77,30 +84,11 @@ pub struct Metrics {
     pub store_connected: AtomicU64,
     pub store_index: AtomicU64,
     pub store_updates: AtomicU64,
+    /// Lines of the state stream this build could not read (each left the last state in
+    /// place).
+    pub store_undecodable: AtomicU64,
     pub rtt_posts: AtomicU64,
     pub rtt_post_failures: AtomicU64,
-}
-
-/// Writes one family: its HELP and TYPE lines, then a sample per (labels, value).
-fn family(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (String, u64)>,
-) {
-    let kind = if name.ends_with("_total") {
-        "counter"
-    } else {
-        "gauge"
-    };
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {value}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
-    }
 }
 
 impl Metrics {
@@ -117,201 +105,174 @@ impl Metrics {
         metrics
     }
 
-    pub fn render(&self, pools: &Pools) -> String {
-        let mut out = String::new();
+    /// The page, with the members of `upstreams` as of `clock`.
+    pub fn render(&self, upstreams: &Upstreams, clock: &Clock) -> String {
+        let mut out = Exposition::new();
         let listeners = self
             .listeners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let each = |value: &dyn Fn(&ListenerMetrics) -> u64| -> Vec<(String, u64)> {
-            listeners
-                .iter()
-                .map(|l| (format!("listener=\"{}\"", l.name), value(l)))
-                .collect()
-        };
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        family(
-            &mut out,
-            "portico_proxy_connections_total",
-            "Client connections accepted.",
-            each(&|l| load(&l.connections)),
-        );
-        family(
-            &mut out,
-            "portico_proxy_connections_refused_total",
-            "Client connections refused at max_connections.",
-            each(&|l| load(&l.refused)),
-        );
-        family(
-            &mut out,
-            "portico_proxy_active_connections",
-            "Client connections open now.",
-            each(&|l| load(&l.active)),
-        );
-        let bytes = listeners.iter().flat_map(|l| {
-            [
-                (
-                    format!("listener=\"{}\",direction=\"upstream\"", l.name),
-                    load(&l.bytes_up),
-                ),
-                (
-                    format!("listener=\"{}\",direction=\"downstream\"", l.name),
-                    load(&l.bytes_down),
-                ),
-            ]
-        });
-        family(
-            &mut out,
-            "portico_proxy_bytes_total",
-            "Bytes forwarded, by direction (upstream: client to member).",
+        let per_listener: [PerItem<ListenerMetrics>; 3] = [
+            (
+                "portico_proxy_connections_total",
+                Kind::Counter,
+                "Client connections accepted.",
+                &|l| load(&l.connections),
+            ),
+            (
+                "portico_proxy_connections_refused_total",
+                Kind::Counter,
+                "Client connections refused at max_connections.",
+                &|l| load(&l.refused),
+            ),
+            (
+                "portico_proxy_active_connections",
+                Kind::Gauge,
+                "Client connections open now.",
+                &|l| load(&l.active),
+            ),
+        ];
+        for (name, kind, help, value) in per_listener {
+            out.family(name, kind, help);
+            for listener in &listeners {
+                out.sample(name, &[("listener", &listener.name)], value(listener));
+            }
+        }
+        let bytes = "portico_proxy_bytes_total";
+        out.family(
             bytes,
+            Kind::Counter,
+            "Bytes forwarded, by direction (upstream: client to member).",
         );
-        let keyed = |pick: &dyn Fn(&ListenerMetrics) -> Vec<(String, u64)>,
-                     label: &str|
-         -> Vec<(String, u64)> {
-            listeners
-                .iter()
-                .flat_map(|l| {
-                    pick(l)
-                        .into_iter()
-                        .map(|(key, value)| {
-                            (format!("listener=\"{}\",{label}=\"{key}\"", l.name), value)
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        };
-        fn snapshot<K: ToString>(map: &Mutex<BTreeMap<K, u64>>) -> Vec<(String, u64)> {
+        for l in &listeners {
+            out.sample(
+                bytes,
+                &[("listener", &l.name), ("direction", "upstream")],
+                load(&l.bytes_up),
+            );
+            out.sample(
+                bytes,
+                &[("listener", &l.name), ("direction", "downstream")],
+                load(&l.bytes_down),
+            );
+        }
+        fn entries<K: ToString>(map: &Mutex<BTreeMap<K, u64>>) -> Vec<(String, u64)> {
             map.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect()
         }
-        family(
-            &mut out,
-            "portico_proxy_requests_total",
-            "S3 requests answered, by status code.",
-            keyed(&|l| snapshot(&l.requests), "code"),
-        );
-        family(
-            &mut out,
-            "portico_proxy_upstream_errors_total",
-            "Failures talking to members, by kind.",
-            keyed(&|l| snapshot(&l.upstream_errors), "kind"),
-        );
-        family(
-            &mut out,
-            "portico_proxy_routes_total",
-            "Requests and connections by the service (pool) chosen.",
-            keyed(&|l| snapshot(&l.routes), "service"),
-        );
-        family(
-            &mut out,
-            "portico_proxy_client_errors_total",
-            "Requests rejected for the client's fault, by kind.",
-            keyed(&|l| snapshot(&l.client_errors), "kind"),
-        );
-        let gauges: [(&str, &str, &AtomicU64); 5] = [
+        let keyed: [Keyed; 4] = [
+            (
+                "portico_proxy_requests_total",
+                "S3 requests answered, by status code.",
+                "code",
+                &|l| entries(&l.requests),
+            ),
+            (
+                "portico_proxy_upstream_errors_total",
+                "Failures talking to members, by kind.",
+                "kind",
+                &|l| entries(&l.upstream_errors),
+            ),
+            (
+                "portico_proxy_routes_total",
+                "Requests and connections by the service (pool) chosen.",
+                "service",
+                &|l| entries(&l.routes),
+            ),
+            (
+                "portico_proxy_client_errors_total",
+                "Requests rejected for the client's fault, by kind.",
+                "kind",
+                &|l| entries(&l.client_errors),
+            ),
+        ];
+        for (name, help, label, values) in keyed {
+            out.family(name, Kind::Counter, help);
+            for l in &listeners {
+                for (key, value) in values(l) {
+                    out.sample(name, &[("listener", &l.name), (label, &key)], value);
+                }
+            }
+        }
+        for (name, kind, help, value) in [
             (
                 "portico_proxy_store_connected",
+                Kind::Gauge,
                 "Whether the state stream from the store is connected (1) or not (0).",
                 &self.store_connected,
             ),
             (
                 "portico_proxy_store_index",
+                Kind::Gauge,
                 "The store index of the last state applied.",
                 &self.store_index,
             ),
             (
                 "portico_proxy_store_updates_total",
-                "States received from the store.",
+                Kind::Counter,
+                "States received from the store and applied.",
                 &self.store_updates,
             ),
             (
+                "portico_proxy_store_undecodable_total",
+                Kind::Counter,
+                "States from the store this build could not read (the last state stays).",
+                &self.store_undecodable,
+            ),
+            (
                 "portico_proxy_rtt_posts_total",
+                Kind::Counter,
                 "RTT aggregates posted to the store.",
                 &self.rtt_posts,
             ),
             (
                 "portico_proxy_rtt_post_failures_total",
+                Kind::Counter,
                 "RTT posts no store node took.",
                 &self.rtt_post_failures,
             ),
-        ];
-        for (name, help, value) in gauges {
-            family(&mut out, name, help, [(String::new(), load(value))]);
+        ] {
+            out.single(name, kind, help, load(value));
         }
-        let mut members: Vec<_> = pools.all().collect();
+        let mut members: Vec<_> = upstreams.members().collect();
         members.sort_by(|a, b| (&a.service, &a.node).cmp(&(&b.service, &b.node)));
-        let per_member = |value: &dyn Fn(&crate::backends::Backend) -> u64| -> Vec<(String, u64)> {
-            members
-                .iter()
-                .map(|m| {
-                    (
-                        format!("service=\"{}\",member=\"{}\"", m.service, m.node),
-                        value(m),
-                    )
-                })
-                .collect()
-        };
-        family(
-            &mut out,
-            "portico_proxy_member_weight",
-            "Weight for new work (0: drained, down or ejected).",
-            per_member(&|m| u64::from(m.weight(&pools.clock))),
-        );
-        family(
-            &mut out,
-            "portico_proxy_member_outstanding",
-            "Requests or connections in flight.",
-            per_member(&|m| u64::from(m.outstanding.load(Ordering::Relaxed))),
-        );
-        family(
-            &mut out,
-            "portico_proxy_ejections_total",
-            "Members ejected by passive failure detection.",
-            per_member(&|m| m.ejections.load(Ordering::Relaxed)),
-        );
-        out
-    }
-}
-
-/// Serves `GET /metrics` (anything else: 404) until the runtime stops.
-pub async fn serve(listener: tokio::net::TcpListener, shared: std::sync::Arc<crate::Shared>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut request = vec![0u8; 4096];
-            let mut len = 0;
-            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                while len < request.len() && !request[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut request[len..]).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(n) => len += n,
-                    }
-                }
-                true
-            })
-            .await;
-            if read != Ok(true) {
-                return;
+        let now = clock.millis();
+        let per_member: [PerItem<Member>; 3] = [
+            (
+                "portico_proxy_member_weight",
+                Kind::Gauge,
+                "Weight for new work (0: drained, down or ejected).",
+                &|m| u64::from(m.weight_at(now)),
+            ),
+            (
+                "portico_proxy_member_outstanding",
+                Kind::Gauge,
+                "Requests or connections in flight.",
+                &|m| u64::from(m.live.outstanding.load(Ordering::Relaxed)),
+            ),
+            (
+                "portico_proxy_ejections_total",
+                Kind::Counter,
+                "Members ejected by passive failure detection.",
+                &|m| m.live.ejections.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in per_member {
+            out.family(name, kind, help);
+            for m in &members {
+                out.sample(
+                    name,
+                    &[("service", &m.service), ("member", &m.node)],
+                    value(m),
+                );
             }
-            let (status, body) = if request.starts_with(b"GET /metrics ") {
-                ("200 OK", shared.metrics.render(&shared.pools))
-            } else {
-                ("404 Not Found", "only /metrics here\n".to_string())
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-        });
+        }
+        out.finish()
     }
 }
 
@@ -320,4 +281,12 @@ pub fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let listener = std::net::TcpListener::bind(address)?;
     listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+/// Serves `GET /metrics` with `render`'s page until the runtime stops.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    render: impl Fn() -> String + Send + Sync + 'static,
+) {
+    portico_client::process::serve_metrics(listener, render).await;
 }

@@ -13,10 +13,10 @@ use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::Shared;
-use crate::backends::Backend;
 use crate::metrics::ListenerMetrics;
+use crate::shared::{Shared, accept_loop};
 use crate::sys::Pipe;
+use crate::upstreams::Member;
 use topology::config::Listener;
 
 /// Accepts until the proxy drains, then returns.
@@ -28,7 +28,7 @@ pub async fn serve(
 ) {
     let config = Arc::new(config);
     let (sessions, max) = (shared.clone(), config.max_connections);
-    crate::accept_loop(
+    accept_loop(
         listener,
         max,
         sessions,
@@ -81,18 +81,19 @@ async fn connect_and_forward(
     config: &Listener,
     shared: &Shared,
     metrics: &ListenerMetrics,
-) -> Result<(Arc<Backend>, (u64, u64), &'static str), &'static str> {
-    let pool = shared.pools.pool(&config.service).ok_or("no-pool")?;
+) -> Result<(Arc<Member>, (u64, u64), &'static str), &'static str> {
+    let upstreams = shared.upstreams.load_full();
+    let pool = upstreams.pool(&config.service).ok_or("no-pool")?;
     let mut tried = Vec::new();
     let (member, upstream) = loop {
-        let Some(member) = pool.by_client(peer.ip(), &shared.pools.clock, &tried) else {
+        let Some(member) = pool.by_client(peer.ip(), shared.clock.millis(), &tried) else {
             metrics.upstream_error("no_member");
             // Reset: the client's protocol (NFS, SMB) reconnects, maybe to a recovered member.
             let _ = SockRef::from(client).set_linger(Some(Duration::ZERO));
             return Err("no-member");
         };
         tried.push(member.key);
-        match connect(member.address(), config.connect_timeout).await {
+        match connect(member.address, config.connect_timeout).await {
             Ok(stream) => {
                 member.succeeded();
                 break (member, stream);
@@ -103,9 +104,9 @@ async fn connect_and_forward(
         }
     };
     metrics.route(&config.service);
-    member.outstanding.fetch_add(1, Ordering::Relaxed);
+    member.live.outstanding.fetch_add(1, Ordering::Relaxed);
     let result = forward(client, &upstream, config.splice, config.idle_timeout).await;
-    member.outstanding.fetch_sub(1, Ordering::Relaxed);
+    member.live.outstanding.fetch_sub(1, Ordering::Relaxed);
     match result {
         Ok(totals) => Ok((member, totals, "closed")),
         Err((totals, end)) => {

@@ -1,7 +1,9 @@
 //! The agent's run loop: one task per member (probe, feedback, hysteresis; spread over the
 //! interval so probes do not all fire at once; one probe in flight per member; a bounded
-//! number in flight overall) and one reporter that sends the site's state every interval,
-//! and at once on any change, to the first gslb-dns node that takes it.
+//! number in flight overall), one reporter that sends the site's state every interval, and
+//! at once on any change, through the API client (a timeout per node, the next node when
+//! one fails), and a follower of the store's deployment: a member added to the site starts
+//! being probed, a removed one stops, without a restart.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -9,7 +11,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use portico_client::ApiClient;
 use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinHandle;
 use topology::config::SiteAgentSettings;
 use topology::wire::AgentReport;
 use topology::{Check, CheckKind, Deployment, Member, Timestamp};
@@ -25,11 +29,12 @@ use crate::tracker::Tracker;
 #[derive(Debug, Clone)]
 pub struct AgentSetup {
     pub site: String,
+    /// The deployment to start from (this agent's file); the store's replaces it.
     pub deployment: Arc<Deployment>,
     pub settings: SiteAgentSettings,
     pub s3_credentials: Option<Credentials>,
-    /// Bearer token for the store's API (`site_agent.token_file` or `PORTICO_TOKEN`).
-    pub api_token: Option<String>,
+    /// The store's API (the nodes of `report_to`, with the agent's token).
+    pub api: Arc<ApiClient>,
     /// The agent's name in reports (host name by default).
     pub name: String,
     /// Where to serve `/metrics`, if anywhere.
@@ -287,19 +292,19 @@ async fn discover_loop(
     }
 }
 
-/// Sends the site's state: every `every`, and at once when `changed` fires. A failed send
-/// moves to the next node and retries with backoff; the next report always carries the
-/// latest state, so nothing is lost while the store is unreachable.
+/// Sends the site's state: every `every`, and at once when `changed` fires. The client
+/// tries the next node when one fails or does not answer within `report_timeout`; a round
+/// no node took is retried with backoff, and the next report always carries the latest
+/// state, so nothing is lost while the store is unreachable.
 async fn report_loop(
     setup: AgentSetup,
     trackers: Trackers,
     changed: Arc<Notify>,
-    every: Duration,
+    every: watch::Receiver<Duration>,
     counters: Arc<ReportCounters>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut sequence = unix_now().as_millis() as u64;
-    let mut current = 0usize;
     let mut backoff = Duration::from_millis(50);
     loop {
         sequence += 1;
@@ -317,53 +322,22 @@ async fn report_loop(
             sent_at: Timestamp(unix_now().as_millis() as u64),
             members,
         };
-        let body = serde_json::to_vec(&report).unwrap_or_default();
-        let mut delivered = false;
-        for attempt in 0..setup.settings.report_to.len() {
-            let node =
-                setup.settings.report_to[(current + attempt) % setup.settings.report_to.len()];
-            let mut headers = vec![
-                ("Host".to_owned(), node.to_string()),
-                ("Content-Type".to_owned(), "application/json".to_owned()),
-            ];
-            if let Some(token) = &setup.api_token {
-                headers.push(("Authorization".to_owned(), format!("Bearer {token}")));
+        let wait = match setup.api.report(&report).await {
+            Ok(_) => {
+                counters
+                    .sent
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                backoff = Duration::from_millis(50);
+                *every.borrow()
             }
-            match probe::http::exchange_with_body(
-                node,
-                &Transport::Plain,
-                "POST",
-                "/api/v1/reports",
-                &headers,
-                &body,
-            )
-            .await
-            {
-                Ok(response) if response.status == 200 => {
-                    current = (current + attempt) % setup.settings.report_to.len();
-                    delivered = true;
-                    break;
-                }
-                Ok(response) => {
-                    tracing::debug!(%node, status = response.status, "report not taken")
-                }
-                Err(e) => tracing::debug!(%node, error = %e, "report not sent"),
+            Err(e) => {
+                counters
+                    .failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %e, "no gslb-dns node took the report; retrying");
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff
             }
-        }
-        let counter = if delivered {
-            &counters.sent
-        } else {
-            &counters.failed
-        };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let wait = if delivered {
-            backoff = Duration::from_millis(50);
-            every
-        } else {
-            tracing::warn!("no gslb-dns node took the report; retrying");
-            current += 1;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
-            backoff
         };
         tokio::select! {
             _ = changed.notified() => {}
@@ -373,69 +347,223 @@ async fn report_loop(
     }
 }
 
-/// Runs the agent until `shutdown`.
-pub async fn run(setup: AgentSetup, targets: Vec<Target>, shutdown: watch::Receiver<bool>) {
-    let trackers: Trackers = Arc::new(Mutex::new(
-        targets
-            .iter()
-            .map(|t| {
-                (
-                    (t.service.clone(), t.node.clone()),
-                    Tracker::new(&t.service, &t.node),
-                )
+/// Asks the store for its deployment every `interval`; a new version that reads is sent
+/// on `deployments`. A store that cannot be asked leaves the agent with what it has.
+async fn follow_deployment(
+    api: Arc<ApiClient>,
+    interval: Duration,
+    deployments: watch::Sender<Arc<Deployment>>,
+) {
+    let mut version = None;
+    loop {
+        match api.config().await {
+            Ok(config) if config.version > 0 && Some(config.version) != version => {
+                let serial = config.at.map_or(0, |at| at.0 / 1000);
+                match Deployment::from_document(&config.document, serial) {
+                    Ok(deployment) => {
+                        tracing::info!(
+                            version = config.version,
+                            "following the store's deployment"
+                        );
+                        version = Some(config.version);
+                        deployments.send_if_modified(|current| {
+                            let new = **current != deployment;
+                            if new {
+                                *current = Arc::new(deployment);
+                            }
+                            new
+                        });
+                    }
+                    Err(e) => {
+                        tracing::error!(version = config.version, error = %e, "the store's deployment does not read here; probing what this agent has")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot ask the store for its deployment"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// The probe and discovery tasks of the current targets.
+struct Probing {
+    members: BTreeMap<(String, String), (Target, JoinHandle<()>)>,
+    discovery: Vec<JoinHandle<()>>,
+}
+
+impl Probing {
+    fn stop(self) {
+        for (_, (_, task)) in self.members {
+            task.abort();
+        }
+        for task in self.discovery {
+            task.abort();
+        }
+    }
+}
+
+/// Two targets probe alike (same address, port, check and discovery).
+fn same_probe(a: &Target, b: &Target) -> bool {
+    a.addr == b.addr && a.agent == b.agent && a.check == b.check && a.discover == b.discover
+}
+
+/// What the agent shares between its tasks.
+#[derive(Clone)]
+struct Shared {
+    setup: AgentSetup,
+    trackers: Trackers,
+    changed: Arc<Notify>,
+    limit: Arc<Semaphore>,
+}
+
+impl Shared {
+    /// Starts (or keeps) a probe task per target and a resolver per discovered group;
+    /// stops the tasks of members no longer there.
+    fn probe(&self, targets: Vec<Target>, previous: Option<Probing>) -> Probing {
+        let mut old = previous.map(|p| {
+            for task in p.discovery {
+                task.abort();
+            }
+            p.members
+        });
+        let mut members = BTreeMap::new();
+        let mut trackers = self.trackers.lock().unwrap_or_else(|e| e.into_inner());
+        for target in &targets {
+            let key = (target.service.clone(), target.node.clone());
+            let kept = old
+                .as_mut()
+                .and_then(|old| old.remove(&key))
+                .filter(|(was, _)| same_probe(was, target));
+            let task = match kept {
+                Some((_, task)) => task,
+                None => {
+                    // A new or changed probe starts from "no verdict yet".
+                    trackers.insert(key.clone(), Tracker::new(&target.service, &target.node));
+                    tokio::spawn(member_loop(
+                        target.clone(),
+                        self.trackers.clone(),
+                        self.changed.clone(),
+                        self.limit.clone(),
+                        self.setup.s3_credentials.clone(),
+                    ))
+                }
+            };
+            members.insert(key, (target.clone(), task));
+        }
+        for (key, (_, task)) in old.into_iter().flatten() {
+            task.abort();
+            trackers.remove(&key);
+        }
+        drop(trackers);
+        let mut groups: crate::discover::Groups = BTreeMap::new();
+        for target in &targets {
+            if let Some(name) = &target.discover {
+                groups
+                    .entry((target.service.clone(), name.clone()))
+                    .or_default()
+                    .push(target.node.clone());
+            }
+        }
+        let discovery = groups
+            .into_iter()
+            .map(|((service, name), slots)| {
+                tokio::spawn(discover_loop(
+                    service,
+                    name,
+                    slots,
+                    self.trackers.clone(),
+                    self.changed.clone(),
+                    self.setup.settings.resolver,
+                    self.setup.settings.discover_interval,
+                ))
             })
-            .collect(),
-    ));
-    let changed = Arc::new(Notify::new());
-    let limit = Arc::new(Semaphore::new(setup.settings.max_concurrent_probes));
-    let every = targets
+            .collect();
+        self.changed.notify_one();
+        Probing { members, discovery }
+    }
+}
+
+/// The report interval for `targets`: the shortest check interval (1 s without any).
+fn report_interval(targets: &[Target]) -> Duration {
+    targets
         .iter()
         .map(|t| t.check.interval)
         .min()
-        .unwrap_or(Duration::from_secs(1));
-    let mut tasks = Vec::new();
-    let mut groups: crate::discover::Groups = BTreeMap::new();
-    for target in &targets {
-        if let Some(name) = &target.discover {
-            groups
-                .entry((target.service.clone(), name.clone()))
-                .or_default()
-                .push(target.node.clone());
+        .unwrap_or(Duration::from_secs(1))
+}
+
+/// Runs the agent until `shutdown`: probes this site's members of `setup.deployment`,
+/// then of each deployment version the store has.
+pub async fn run(setup: AgentSetup, mut shutdown: watch::Receiver<bool>) {
+    let shared = Shared {
+        trackers: Arc::new(Mutex::new(BTreeMap::new())),
+        changed: Arc::new(Notify::new()),
+        limit: Arc::new(Semaphore::new(setup.settings.max_concurrent_probes)),
+        setup: setup.clone(),
+    };
+    let first = match targets(&setup.deployment, &setup.site) {
+        Ok(targets) => targets,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot probe this site's members");
+            Vec::new()
         }
-    }
-    for ((service, name), slots) in groups {
-        tasks.push(tokio::spawn(discover_loop(
-            service,
-            name,
-            slots,
-            trackers.clone(),
-            changed.clone(),
-            setup.settings.resolver,
-            setup.settings.discover_interval,
-        )));
-    }
-    for target in targets {
-        tasks.push(tokio::spawn(member_loop(
-            target,
-            trackers.clone(),
-            changed.clone(),
-            limit.clone(),
-            setup.s3_credentials.clone(),
-        )));
-    }
+    };
+    let (interval, intervals) = watch::channel(report_interval(&first));
+    let mut probing = shared.probe(first, None);
+    let (deployments, mut deployment) = watch::channel(setup.deployment.clone());
+    let follower = tokio::spawn(follow_deployment(
+        setup.api.clone(),
+        setup.settings.config_interval,
+        deployments,
+    ));
     let counters = Arc::new(ReportCounters::default());
+    let mut tasks = vec![follower];
     if let Some(addr) = setup.metrics {
         match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => tasks.push(tokio::spawn(crate::metrics::serve(
-                listener,
-                trackers.clone(),
-                counters.clone(),
-                setup.settings.slow_probe,
-            ))),
+            Ok(listener) => {
+                let (trackers, counters, slow) = (
+                    shared.trackers.clone(),
+                    counters.clone(),
+                    setup.settings.slow_probe,
+                );
+                tasks.push(tokio::spawn(portico_client::process::serve_metrics(
+                    listener,
+                    move || crate::metrics::render(&trackers, &counters, slow),
+                )));
+            }
             Err(e) => tracing::error!(%addr, error = %e, "cannot serve metrics"),
         }
     }
-    report_loop(setup, trackers, changed, every, counters, shutdown).await;
+    let reporter = tokio::spawn(report_loop(
+        setup.clone(),
+        shared.trackers.clone(),
+        shared.changed.clone(),
+        intervals,
+        counters,
+        shutdown.clone(),
+    ));
+    loop {
+        tokio::select! {
+            changed = deployment.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let next = deployment.borrow_and_update().clone();
+                match targets(&next, &setup.site) {
+                    Ok(targets) => {
+                        tracing::info!(members = targets.len(), "probing the members of the store's deployment");
+                        let _ = interval.send(report_interval(&targets));
+                        probing = shared.probe(targets, Some(probing));
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot probe the new deployment's members; keeping the current probes"),
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = reporter.await;
+    probing.stop();
     for task in tasks {
         task.abort();
     }

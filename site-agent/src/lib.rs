@@ -5,7 +5,8 @@
 //! Parts: `probe` (one module per protocol, each bounded by a timeout and measured),
 //! `sigv4` (the S3 probe's signer), `feedback` (agent-check replies), `tracker` (pure: a
 //! member's hysteresis, weight and load-feedback state) and `agent` (the run loop: probes
-//! spread over the interval, bounded concurrency, reports with fail-over between nodes).
+//! spread over the interval, bounded concurrency, reports through the API client with a
+//! timeout per node and fail-over between nodes, and the store's deployment followed).
 //!
 //! What it is not: a judge of the site as a whole (the store decides staleness), or a
 //! proxy.
@@ -18,18 +19,3 @@ pub mod probe;
 pub mod sigv4;
 pub mod tls;
 pub mod tracker;
-
-/// Logs to standard error: the level filter from `RUST_LOG` (default `info`), JSON lines
-/// when `PORTICO_LOG_FORMAT=json`.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    let _ = if std::env::var("PORTICO_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}

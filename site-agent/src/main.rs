@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
+use portico_client::{ApiClient, ClientOptions};
 use site_agent::agent::{AgentSetup, run, targets};
 use site_agent::sigv4::Credentials;
 
@@ -34,19 +35,7 @@ struct Args {
 }
 
 fn load(args: &Args) -> anyhow::Result<AgentSetup> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let config = match &args.config {
-        None => topology::Config::default_config(now),
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            topology::Config::from_toml(&text, now)
-                .with_context(|| format!("invalid configuration {}", path.display()))?
-        }
-    };
+    let config = portico_client::process::read_config(args.config.as_deref())?;
     let mut settings = config.components.site_agent.clone();
     if !args.report_to.is_empty() {
         settings.report_to = args.report_to.clone();
@@ -110,6 +99,11 @@ fn load(args: &Args) -> anyhow::Result<AgentSetup> {
             "s3 checks need credentials: site_agent.s3_access_key and s3_secret_key_file, or PORTICO_S3_ACCESS_KEY and PORTICO_S3_SECRET_KEY"
         );
     }
+    let mut options =
+        ClientOptions::new(settings.report_to.iter().map(ToString::to_string).collect());
+    options.token = api_token;
+    options.timeout = settings.report_timeout;
+    let api = Arc::new(ApiClient::new(options).context("site_agent.report_to")?);
     Ok(AgentSetup {
         name: args
             .name
@@ -119,14 +113,14 @@ fn load(args: &Args) -> anyhow::Result<AgentSetup> {
         deployment,
         settings,
         s3_credentials,
-        api_token,
+        api,
         metrics: args.metrics,
     })
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    site_agent::init_logging();
+    portico_client::process::init_logging("info");
     let setup = match load(&args) {
         Ok(setup) => setup,
         Err(e) => {
@@ -167,10 +161,10 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            portico_client::process::wait_for_signal().await;
             let _ = stop.send(true);
         });
-        run(setup, targets, stopped).await;
+        run(setup, stopped).await;
     });
     ExitCode::SUCCESS
 }

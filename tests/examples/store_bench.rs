@@ -52,9 +52,11 @@ fn env(name: &str, default: u64) -> u64 {
 }
 
 fn report(site: &str, agent: &str, sequence: u64) -> String {
-    format!(
-        r#"{{"site":"{site}","agent":"{agent}","sequence":{sequence},"sent_at":{sequence},"members":[{{"service":"s3","node":"{site}-1","health":"up","reason":"ok","latency_us":{}}}]}}"#,
-        sequence % 1000
+    tests::agent_report(
+        site,
+        agent,
+        sequence,
+        &[("s3", &format!("{site}-1"), "up", "ok")],
     )
 }
 

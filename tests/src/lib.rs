@@ -781,6 +781,41 @@ impl Drop for DemoFabric {
     }
 }
 
+/// A site agent's report as JSON, as the agent sends it (the typed wire message): members
+/// `(service, node, health, reason)`, up or down, at full weight.
+pub fn agent_report(
+    site: &str,
+    agent: &str,
+    sequence: u64,
+    members: &[(&str, &str, &str, &str)],
+) -> String {
+    use topology::wire::{AgentReport, MemberObservation};
+    let report = AgentReport {
+        site: site.into(),
+        agent: agent.into(),
+        sequence,
+        sent_at: topology::Timestamp(sequence),
+        members: members
+            .iter()
+            .map(|(service, node, health, reason)| MemberObservation {
+                service: (*service).into(),
+                node: (*node).into(),
+                health: match *health {
+                    "up" => topology::Health::Up,
+                    "down" => topology::Health::Down,
+                    _ => topology::Health::Unknown,
+                },
+                reason: (*reason).into(),
+                latency_us: Some((sequence % 1000) as u32),
+                weight_percent: 100,
+                agent_admin: topology::AdminState::Active,
+                address: None,
+            })
+            .collect(),
+    };
+    serde_json::to_string(&report).expect("a report encodes")
+}
+
 /// The head of an S3 request to `to`, signed (SigV4) with [`ACCESS_KEY`] and [`SECRET_KEY`]
 /// for `Host: to`; `payload_sha256_hex` is the body's hash or `UNSIGNED-PAYLOAD`.
 pub fn signed_s3_head(

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::geo::ClientLocation;
 use crate::model::{Deployment, ServiceId};
@@ -11,7 +11,7 @@ use crate::select::{Explanation, Family, Outcome, classify, select};
 use crate::state::{State, Timestamp};
 
 /// A full explanation of one answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Explain {
     pub location: ClientLocation,
     /// The site whose client networks hold the client, if any.
@@ -56,6 +56,7 @@ pub fn explain_with_class(
     now: Timestamp,
 ) -> Explain {
     let selection = select(deployment, state, service, family, class, now);
+    let answers = selection.first_addresses(deployment, state);
     let mut explanation = selection.explanation;
     let origin = location.coordinates(&deployment.sites);
     for report in &mut explanation.sites {
@@ -67,16 +68,6 @@ pub fn explain_with_class(
             _ => None,
         };
     }
-    let answers = selection
-        .variants
-        .first()
-        .map(|v| {
-            v.members
-                .iter()
-                .map(|m| state.address_of(deployment, *m))
-                .collect()
-        })
-        .unwrap_or_default();
     Explain {
         client_site: match location {
             ClientLocation::SiteNetwork { site } => Some(deployment.site(*site).name.clone()),
@@ -117,17 +108,7 @@ impl Explain {
                 .iter()
                 .filter_map(|m| m.ineligible.as_ref().map(|why| format!("{} {why}", m.node)))
                 .collect();
-            let mut line = format!(
-                "#{} {} {} eligible={}",
-                site.rank,
-                site.site,
-                if site.available {
-                    "available"
-                } else {
-                    "unavailable"
-                },
-                site.eligible
-            );
+            let mut line = site.headline();
             if let Some(km) = site.distance_km {
                 line.push_str(&format!(" {km:.0}km"));
             }

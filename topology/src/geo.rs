@@ -1,11 +1,11 @@
 //! Where a client is, as far as answer selection cares, and great-circle distance.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::SiteId;
 
 /// Latitude and longitude in degrees.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Coordinates {
     pub lat: f64,
     pub lon: f64,
@@ -24,7 +24,7 @@ impl Coordinates {
 }
 
 /// A GeoIP answer in the model's terms (filled in by the DNS node from its database).
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct GeoLocation {
     pub continent: Option<String>,
     pub country: Option<String>,
@@ -34,7 +34,7 @@ pub struct GeoLocation {
 }
 
 /// Where the client is, and how that was decided (DESIGN section 4, step 2).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "by", rename_all = "kebab-case")]
 pub enum ClientLocation {
     /// The address is in one of the site's `client_networks`: the operator's knowledge.

@@ -5,6 +5,8 @@
 //! health, load-feedback weight and admin state; per site the time of the last report),
 //! and the pure answer selection of DESIGN section 4 ([`select()`], [`explain()`]) together
 //! with the client-class table ([`ClassTable`]) that lets the DNS front precompute answers.
+//! Also the vocabulary the processes share: the typed messages between them ([`wire`]),
+//! the deployment diff ([`diff`]) and the metrics text format ([`exposition`]).
 //!
 //! What it is not: it opens no socket or file and reads no clock (time is passed in as a
 //! [`Timestamp`]); it knows nothing of DNS wire formats, GeoIP databases, raft or HTTP.
@@ -12,7 +14,9 @@
 pub mod agent_check;
 pub mod classes;
 pub mod config;
+pub mod diff;
 pub mod explain;
+pub mod exposition;
 pub mod geo;
 pub mod hysteresis;
 pub mod model;
@@ -25,7 +29,7 @@ pub mod state;
 pub mod wire;
 
 pub use classes::{ClassId, ClassTable, UNKNOWN_CLASS};
-pub use config::{Config, ConfigError, DEFAULT_CONFIG};
+pub use config::{Config, ConfigError, DEFAULT_CONFIG, deployment_document};
 pub use explain::{Explain, explain};
 pub use geo::{ClientLocation, Coordinates, GeoLocation};
 pub use model::*;

@@ -1,6 +1,11 @@
-//! The checked deployment: what [`crate::config::Config::from_toml`] yields once every
-//! reference, address and number has been validated. Sites, services and members are
-//! addressed by dense indices so the runtime [`crate::State`] can be plain vectors.
+//! The checked deployment: what [`crate::config::Config::from_toml`] (a node's file) or
+//! [`Deployment::from_document`] (the store's replicated copy) yields once every reference,
+//! address and number has been validated. Sites, services and members are addressed by
+//! dense indices so the runtime [`crate::State`] can be plain vectors.
+//!
+//! Two kinds of settings: the [`Deployment`] (zone, sites, services, members, checks) is the
+//! same on every node and lives in the replicated store; [`NodeSettings`] (listen addresses,
+//! data directory, TLS files, node id) belong to one node and stay in its file.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -27,13 +32,20 @@ pub struct ServiceId(pub u16);
 #[serde(transparent)]
 pub struct MemberId(pub u32);
 
-/// A whole deployment: the zone, the sites, the services and every component's settings.
-#[derive(Debug, Clone)]
+/// A whole deployment: the zone, the sites, the services and their members. Replicated:
+/// every node answers from the same one, switched at the same log index.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Deployment {
     pub zone: Zone,
     pub sites: Vec<Site>,
     pub services: Vec<Service>,
     pub members: Vec<Member>,
+}
+
+/// What belongs to one DNS node and stays in its file: where it listens, where it keeps its
+/// data, which node of the store it is.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
     pub dns: DnsSettings,
     pub admin: AdminSettings,
     pub geoip: GeoipSettings,
@@ -87,7 +99,7 @@ impl Deployment {
 }
 
 /// The authoritative zone.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Zone {
     pub origin: DomainName,
     pub ns: Vec<DomainName>,
@@ -96,7 +108,7 @@ pub struct Zone {
     pub records: Vec<StaticRecord>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Soa {
     pub mname: DomainName,
     pub rname: DomainName,
@@ -108,7 +120,7 @@ pub struct Soa {
     pub ttl: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Site {
     pub name: String,
     pub location: Option<Coordinates>,
@@ -116,7 +128,7 @@ pub struct Site {
 }
 
 /// How a service orders sites for a client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
     /// The client's own site, then the nearest by great-circle distance.
@@ -162,7 +174,7 @@ impl Policy {
 }
 
 /// What to answer when no site is available.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WhenAllDown {
     /// Fail open: answer as if every member were healthy (as Route 53 does).
@@ -172,7 +184,7 @@ pub enum WhenAllDown {
 }
 
 /// A GSLB service name and how it is answered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Service {
     pub name: String,
     pub fqdn: DomainName,
@@ -196,7 +208,7 @@ pub struct Service {
 }
 
 /// A storage-readiness probe, as the site agent runs it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Check {
     pub kind: CheckKind,
     #[serde(with = "crate::config::duration::serde_millis")]
@@ -254,7 +266,7 @@ pub enum CheckKind {
 }
 
 /// One storage node (or VIP) that can be handed out for a service.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Member {
     pub id: MemberId,
     pub service: ServiceId,
@@ -365,7 +377,8 @@ pub struct StoreNode {
     pub api: Option<SocketAddr>,
     /// Where it answers DNS (drills query every node they know this of).
     pub dns: Option<SocketAddr>,
-    pub site: Option<SiteId>,
+    /// The site it serves (a name: node settings do not depend on the replicated deployment).
+    pub site: Option<String>,
     /// Not an initial voter: it joins later through the admin API.
     pub learner: bool,
 }

@@ -71,6 +71,22 @@ pub enum RecordData {
 }
 
 impl RecordData {
+    /// The record type's mnemonic (`A`, `CNAME`, ...).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            RecordData::A { .. } => "A",
+            RecordData::Aaaa { .. } => "AAAA",
+            RecordData::Cname { .. } => "CNAME",
+            RecordData::Ns { .. } => "NS",
+            RecordData::Ptr { .. } => "PTR",
+            RecordData::Mx { .. } => "MX",
+            RecordData::Txt { .. } => "TXT",
+            RecordData::Srv { .. } => "SRV",
+            RecordData::Caa { .. } => "CAA",
+            RecordData::Soa { .. } => "SOA",
+        }
+    }
+
     /// The record type code.
     pub fn rtype(&self) -> u16 {
         match self {

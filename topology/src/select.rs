@@ -2,7 +2,9 @@
 //! client's class, the address family and the time. It returns every rotation of the answer
 //! (the DNS front hands them out in turn) and the reasoning behind it.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use crate::geo::ClientLocation;
 use crate::model::{Deployment, MemberId, Policy, Service, ServiceId, SiteId, WhenAllDown};
@@ -12,7 +14,7 @@ use crate::state::{AdminState, Health, MemberState, State, Timestamp};
 pub const MAX_VARIANTS: usize = 64;
 
 /// The address family a query asks for (A or AAAA).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Family {
     #[serde(rename = "A")]
     V4,
@@ -81,7 +83,7 @@ pub fn classify(deployment: &Deployment, location: &ClientLocation) -> ClientCla
 }
 
 /// Why a member cannot be handed out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "reason", content = "detail")]
 pub enum Ineligible {
     OtherFamily,
@@ -237,6 +239,32 @@ fn verdict(
     Ok(weight)
 }
 
+/// Whether `eligible` members are enough for a site to take the service's clients: at
+/// least one, and at least `min_healthy`.
+fn enough_eligible(service: &Service, eligible: usize) -> bool {
+    eligible > 0 && eligible >= service.min_healthy
+}
+
+/// Whether `site` can take `service`'s clients asking for `family` at `now`: the one
+/// definition of site availability, for answers and for drills.
+pub fn site_available(
+    deployment: &Deployment,
+    state: &State,
+    service_id: ServiceId,
+    site: SiteId,
+    family: Family,
+    now: Timestamp,
+) -> bool {
+    let service = deployment.service(service_id);
+    let eligible = service
+        .members
+        .iter()
+        .filter(|m| deployment.member(**m).site == site)
+        .filter(|m| member_verdict(deployment, state, **m, family, now).is_ok())
+        .count();
+    enough_eligible(service, eligible)
+}
+
 /// The configured weight scaled by load feedback. Only 0 % takes a member out: any other
 /// percentage leaves at least 1, so a small weight (say 1 at 50 %) does not round down to
 /// "load feedback weight 0"; huge percentages saturate instead of wrapping.
@@ -257,7 +285,7 @@ pub struct Variant {
 }
 
 /// How the answer was reached.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Outcome {
     /// The first available site in the order.
@@ -274,7 +302,7 @@ pub enum Outcome {
 }
 
 /// A site as selection saw it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SiteReport {
     pub site: String,
     pub rank: usize,
@@ -284,8 +312,25 @@ pub struct SiteReport {
     pub members: Vec<MemberReport>,
 }
 
+impl SiteReport {
+    /// `#0 fra available eligible=2`: the site's line in an explanation.
+    pub fn headline(&self) -> String {
+        format!(
+            "#{} {} {} eligible={}",
+            self.rank,
+            self.site,
+            if self.available {
+                "available"
+            } else {
+                "unavailable"
+            },
+            self.eligible
+        )
+    }
+}
+
 /// A member as selection saw it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberReport {
     pub node: String,
     pub address: std::net::IpAddr,
@@ -294,13 +339,13 @@ pub struct MemberReport {
 }
 
 /// The reasoning behind a [`Selection`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Explanation {
     pub service: String,
     pub policy: Policy,
     pub family: Family,
     pub location_known: bool,
-    pub order_source: &'static str,
+    pub order_source: Cow<'static, str>,
     pub sites: Vec<SiteReport>,
     pub outcome: Outcome,
     pub ttl: u32,
@@ -311,6 +356,21 @@ pub struct Explanation {
 pub struct Selection {
     pub variants: Vec<Variant>,
     pub explanation: Explanation,
+}
+
+impl Selection {
+    /// The addresses of the first rotation: what the next query gets.
+    pub fn first_addresses(&self, deployment: &Deployment, state: &State) -> Vec<std::net::IpAddr> {
+        self.variants
+            .first()
+            .map(|v| {
+                v.members
+                    .iter()
+                    .map(|m| state.address_of(deployment, *m))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// The sites in the order the policy considers them, and what decided that order.
@@ -399,7 +459,7 @@ pub fn select(
             rank,
             distance_km: None,
             eligible: eligible.len(),
-            available: !eligible.is_empty() && eligible.len() >= service.min_healthy,
+            available: enough_eligible(service, eligible.len()),
             members: service
                 .members
                 .iter()
@@ -515,7 +575,7 @@ pub fn select(
             policy: service.policy,
             family,
             location_known: class.order.is_some(),
-            order_source,
+            order_source: Cow::Borrowed(order_source),
             sites,
             outcome,
             ttl: service.ttl,

@@ -1,11 +1,15 @@
-//! The DNS front: a zero-copy query reader, the responder over a [`crate::Snapshot`], the
-//! zone encoder (the only user of hickory-proto), and the UDP and TCP listeners.
+//! The DNS front: the immutable [`Snapshot`] it answers from (answers precomputed per
+//! service, family and client class), a zero-copy query reader, the responder, the zone
+//! encoder (hickory-proto's only use in gslb-dns), the UDP and TCP listeners and their
+//! counters.
 
-pub mod client;
+pub mod counters;
 pub mod respond;
+pub mod snapshot;
 pub mod tcp;
 pub mod udp;
 pub mod wire;
 pub mod zone;
 
 pub use respond::{Outcome, Transport, respond};
+pub use snapshot::Snapshot;

@@ -7,9 +7,9 @@ use std::net::IpAddr;
 use topology::records::rtype;
 use topology::{Family, ServiceId, SiteId};
 
+use super::snapshot::{PackedVariant, Snapshot};
 use super::wire::{self, ClientSubnet, HEADER_LEN, Query, Rejection, flags, rcode};
 use super::zone::{Node, RrSet, ZoneData, rr_tail};
-use crate::snapshot::{PackedVariant, Snapshot};
 
 /// How the query arrived (UDP answers are size-limited and may be truncated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub fn respond(
     out: &mut Vec<u8>,
 ) -> Outcome {
     out.clear();
-    let settings = &snapshot.deployment.dns;
+    let settings = &*snapshot.dns;
     let query = match wire::parse_query(packet) {
         Ok(query) => query,
         Err(Rejection::Drop) => return Outcome::default(),

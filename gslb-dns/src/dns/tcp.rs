@@ -10,20 +10,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
+use super::counters::{Counters, Shard};
+use super::snapshot::Snapshot;
 use super::{Transport, respond};
-use crate::metrics::{Metrics, Shard};
-use crate::snapshot::Snapshot;
 
 /// Serves connections from `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     published: Arc<ArcSwap<Snapshot>>,
-    metrics: Arc<Metrics>,
+    counters: Arc<Counters>,
     idle_timeout: Duration,
     max_connections: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let shard = metrics.shard();
+    let shard = counters.shard();
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
@@ -85,17 +85,18 @@ async fn connection(
         }
         let outcome = {
             let snapshot = published.load();
-            respond(
+            let outcome = respond(
                 &snapshot,
                 &message[..len],
                 peer.ip(),
                 Transport::Tcp,
                 rotation,
                 &mut reply,
-            )
+            );
+            shard.record(&outcome, true, &snapshot.metric_slots);
+            outcome
         };
         rotation = rotation.wrapping_add(1);
-        shard.record(&outcome, true);
         if !outcome.reply {
             return;
         }

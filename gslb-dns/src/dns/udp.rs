@@ -16,9 +16,9 @@ use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::counters::{Counters, Shard};
+use super::snapshot::Snapshot;
 use super::{Transport, respond};
-use crate::metrics::Metrics;
-use crate::snapshot::Snapshot;
 
 /// How often an idle worker checks whether it should stop.
 const STOP_POLL: Duration = Duration::from_millis(200);
@@ -52,13 +52,13 @@ pub fn bind_all(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> 
 pub fn spawn(
     sockets: Vec<UdpSocket>,
     published: Arc<ArcSwap<Snapshot>>,
-    metrics: Arc<Metrics>,
+    counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
     for (i, socket) in sockets.into_iter().enumerate() {
         let published = published.clone();
-        let shard = metrics.shard();
+        let shard = counters.shard();
         let stop = stop.clone();
         threads.push(
             std::thread::Builder::new()
@@ -87,7 +87,7 @@ fn peer_ip(address: &SockaddrStorage) -> Option<IpAddr> {
 fn serve(
     socket: UdpSocket,
     published: Arc<ArcSwap<Snapshot>>,
-    shard: Arc<crate::metrics::Shard>,
+    shard: Arc<Shard>,
     stop: Arc<AtomicBool>,
 ) {
     let fd = socket.as_raw_fd();
@@ -139,7 +139,7 @@ fn serve(
                     &mut replies[i],
                 );
                 rotation = rotation.wrapping_add(1);
-                shard.record(&outcome, false);
+                shard.record(&outcome, false, &snapshot.metric_slots);
                 if outcome.reply {
                     answered.push(i);
                     destinations.push(*address);

@@ -8,7 +8,7 @@ use hickory_proto::rr::rdata::{self, CNAME, MX, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use topology::records::{RecordData, rtype};
-use topology::{Deployment, DomainName, ServiceId};
+use topology::{Deployment, DnsSettings, DomainName, ServiceId};
 
 /// Records of one type at one name, each without its owner name: TYPE CLASS TTL RDLENGTH
 /// RDATA. The owner is written as a compression pointer when the answer is assembled.
@@ -138,7 +138,7 @@ pub fn key(domain: &DomainName) -> Box<[u8]> {
 impl ZoneData {
     /// Encodes the zone of `deployment`: SOA and NS at the apex, the static records, the
     /// service names, and (with `dns.debug_queries`) the `_explain.<service>` names.
-    pub fn build(deployment: &Deployment) -> Result<ZoneData, ZoneError> {
+    pub fn build(deployment: &Deployment, dns: &DnsSettings) -> Result<ZoneData, ZoneError> {
         let zone = &deployment.zone;
         let soa = &zone.soa;
         let soa_data = RecordData::Soa {
@@ -196,7 +196,7 @@ impl ZoneData {
         for id in deployment.service_ids() {
             let service = deployment.service(id);
             nodes.entry(key(&service.fqdn)).or_default().service = Some(id);
-            if deployment.dns.debug_queries {
+            if dns.debug_queries {
                 let explain =
                     DomainName::parse("_explain", Some(&service.fqdn)).map_err(|e| ZoneError {
                         owner: service.fqdn.to_string(),
@@ -205,7 +205,7 @@ impl ZoneData {
                 nodes.entry(key(&explain)).or_default().explain = Some(id);
             }
         }
-        if deployment.dns.debug_queries {
+        if dns.debug_queries {
             let status =
                 DomainName::parse("_status", Some(&zone.origin)).map_err(|e| ZoneError {
                     owner: zone.origin.to_string(),

@@ -9,6 +9,7 @@
 //! What it is not: the DNS front or the HTTP APIs (those are in `gslb-dns`); raft and sled
 //! types do not leave this crate's API except where a test harness needs raft messages.
 
+pub mod clock;
 pub mod machine;
 pub mod node;
 pub mod replica;
@@ -16,13 +17,11 @@ pub mod storage;
 pub mod tls;
 pub mod transport;
 
-pub use machine::{Machine, NodeAddress, Outcome, apply};
-pub use node::{
-    Committed, Membership, Node, NodeHandle, NodeOptions, NodeStatus, Outbox, Published,
-};
+pub use machine::{Machine, Outcome, StoredVersion, apply};
+pub use node::{Committed, Membership, Node, NodeHandle, NodeOptions, Outbox, Published};
 pub use replica::{
     Advanced, AppliedEntry, ProposeError, RaftSettings, Replica, ReplicaError, ReplicaStatus,
 };
 pub use storage::{SledStorage, StorageFault};
 pub use tls::{Tls, TlsError};
-pub use transport::{PeerState, TcpTransport};
+pub use transport::TcpTransport;

@@ -1,20 +1,31 @@
 //! The replicated state machine: what every node holds once it has applied the log, and the
-//! pure [`apply`] that gets it there. Records are keyed by name (`service/node`, site), not by
-//! configuration index, so a snapshot survives a configuration that adds or reorders
-//! members; [`Machine::state`] projects them onto a [`Deployment`] as a `topology::State`.
+//! pure [`apply`] that gets it there. The deployment itself (zone, sites, services, members)
+//! is part of the machine, versioned, so `apply` depends on nothing but the machine, the
+//! index and the command: replicas that apply the same log reach equal machines whatever
+//! their files say. Records are keyed by name (`service/node`, site), not by configuration
+//! index, so they survive a deployment that adds or reorders members; [`Machine::state`]
+//! projects them onto a [`Deployment`] as a `topology::State`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use topology::wire::{AdminAction, AgentReport, Command, Envelope, RttReport, Target};
+use topology::wire::config::{ConfigVersion, DeploymentChange, DeploymentDiff};
+use topology::wire::views::{Change, NodeAddress, RttEntry};
+use topology::wire::{
+    AdminAction, AgentReport, Command, Envelope, RttReport, Target, bounded_text,
+};
 use topology::{AdminState, Deployment, Health, MemberState, SiteState, State, Timestamp};
 
 /// How many changes the history keeps.
 pub const HISTORY_LEN: usize = 1000;
 /// How many RTT prefixes a site keeps (the oldest are dropped first).
 pub const RTT_PREFIXES_PER_SITE: usize = 65_536;
+/// How many deployment versions the store keeps for history and rollback...
+pub const CONFIG_VERSIONS_KEPT: usize = 64;
+/// ...and how many bytes of their documents at most (the current one is always kept).
+pub const CONFIG_BYTES_KEPT: usize = 8 << 20;
 
 /// One member's replicated record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,25 +86,6 @@ pub struct AgentProgress {
     pub received_at: Timestamp,
 }
 
-/// A smoothed RTT from a site to a client prefix.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RttEntry {
-    pub rtt_us: u32,
-    pub samples: u32,
-    pub at: Timestamp,
-}
-
-/// One entry of the change history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Change {
-    pub index: u64,
-    pub at: Timestamp,
-    pub target: String,
-    pub change: String,
-    pub who: String,
-    pub why: String,
-}
-
 /// Everything the store replicates. Each part is shared copy-on-write (`Arc`), so the
 /// node publishes a snapshot of the machine after every applied batch for the price of a
 /// few reference counts, and applying a command copies only the parts it changes.
@@ -109,16 +101,35 @@ pub struct Machine {
     /// Addresses of nodes added through membership changes (node id -> addresses).
     #[serde(default)]
     pub nodes: Arc<BTreeMap<u64, NodeAddress>>,
+    /// The deployment versions kept, oldest first; the last is the current one.
+    #[serde(default)]
+    pub config_versions: Arc<VecDeque<StoredVersion>>,
+    /// The current version's document, read (not serialized: rebuilt from the document by
+    /// [`Machine::rehydrate`]).
+    #[serde(skip)]
+    deployment: ReadDeployment,
     /// The log index this machine reflects.
     pub applied: u64,
 }
 
-/// Where a store node listens, carried in its membership change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeAddress {
-    pub raft: String,
-    #[serde(default)]
-    pub api: Option<String>,
+/// A deployment version with its document (what a rollback restores).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredVersion {
+    pub record: ConfigVersion,
+    pub document: String,
+    /// The SOA serial used when the document sets none (the change's time, in seconds).
+    pub default_serial: u64,
+}
+
+/// The current deployment as read from its document. Derived data: equal documents give
+/// equal deployments, so it takes no part in comparing machines.
+#[derive(Debug, Clone, Default)]
+struct ReadDeployment(Option<Arc<Deployment>>);
+
+impl PartialEq for ReadDeployment {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// What applying one command did.
@@ -134,6 +145,41 @@ fn member_key(service: &str, node: &str) -> String {
 }
 
 impl Machine {
+    /// The deployment every answer comes from, once the store has one.
+    pub fn deployment(&self) -> Option<&Arc<Deployment>> {
+        self.deployment.0.as_ref()
+    }
+
+    /// The current deployment version and its document (`None`: the store has none yet).
+    pub fn current_version(&self) -> Option<&StoredVersion> {
+        self.config_versions.back()
+    }
+
+    /// The current version number (0: none yet).
+    pub fn version(&self) -> u64 {
+        self.current_version().map_or(0, |v| v.record.version)
+    }
+
+    /// A kept version, for a rollback.
+    pub fn stored_version(&self, version: u64) -> Option<&StoredVersion> {
+        self.config_versions
+            .iter()
+            .find(|v| v.record.version == version)
+    }
+
+    /// Reads the current version's document again (after the machine was restored from a
+    /// snapshot, which does not carry the read deployment).
+    pub fn rehydrate(&mut self) -> Result<(), topology::ConfigError> {
+        self.deployment = match self.current_version() {
+            None => ReadDeployment(None),
+            Some(current) => ReadDeployment(Some(Arc::new(Deployment::from_document(
+                &current.document,
+                current.default_serial,
+            )?))),
+        };
+        Ok(())
+    }
+
     /// Projects the records onto `deployment`: members and sites without a record get the
     /// initial state (statically up without a check, unknown with one).
     pub fn state(&self, deployment: &Deployment) -> State {
@@ -184,8 +230,8 @@ impl Machine {
             at,
             target,
             change,
-            who: who.to_owned(),
-            why: why.to_owned(),
+            who: bounded_text(who),
+            why: bounded_text(why),
         });
         while history.len() > HISTORY_LEN {
             history.pop_front();
@@ -193,20 +239,128 @@ impl Machine {
     }
 }
 
-/// Applies one committed entry. Pure: the result depends only on the arguments (time comes
-/// from the envelope), so every replica reaches the same machine.
-pub fn apply(
-    deployment: &Deployment,
-    machine: &mut Machine,
-    index: u64,
-    envelope: &Envelope,
-) -> Outcome {
+/// Applies one committed entry. Pure: the result depends only on the machine, the index
+/// and the envelope (time comes from the envelope, the deployment from the machine), so
+/// every replica reaches the same machine.
+pub fn apply(machine: &mut Machine, index: u64, envelope: &Envelope) -> Outcome {
     machine.applied = machine.applied.max(index);
     let at = envelope.proposed_at;
+    if let Command::Deployment(change) = &envelope.command {
+        return apply_deployment(machine, index, at, change);
+    }
+    let Some(deployment) = machine.deployment().cloned() else {
+        return Outcome::Ignored("the store has no deployment yet".into());
+    };
     match &envelope.command {
-        Command::AgentReport(report) => apply_report(deployment, machine, index, at, report),
-        Command::Admin(action) => apply_admin(deployment, machine, index, at, action),
-        Command::RttSamples(report) => apply_rtt(deployment, machine, at, report),
+        Command::AgentReport(report) => apply_report(&deployment, machine, index, at, report),
+        Command::Admin(action) => apply_admin(&deployment, machine, index, at, action),
+        Command::RttSamples(report) => apply_rtt(&deployment, machine, at, report),
+        Command::Deployment(_) => unreachable!("applied above"),
+    }
+}
+
+/// A new deployment version: checked against the expected version, read, diffed against
+/// the current one; records of names it no longer has are dropped.
+fn apply_deployment(
+    machine: &mut Machine,
+    index: u64,
+    at: Timestamp,
+    change: &DeploymentChange,
+) -> Outcome {
+    let current = machine.version();
+    if let Some(expected) = change.expect_version
+        && expected != current
+    {
+        return Outcome::Ignored(format!(
+            "the deployment is at version {current}, not {expected}: compare with the current version and apply again"
+        ));
+    }
+    if machine
+        .current_version()
+        .is_some_and(|v| v.document == change.document)
+    {
+        return Outcome::Ignored(format!(
+            "version {current} already is this deployment: nothing to change"
+        ));
+    }
+    let default_serial = at.0 / 1000;
+    let deployment = match Deployment::from_document(&change.document, default_serial) {
+        Ok(deployment) => Arc::new(deployment),
+        Err(e) => return Outcome::Ignored(format!("the deployment is not valid: {e}")),
+    };
+    let diff = match machine.deployment() {
+        Some(old) => topology::diff::diff(old, &deployment),
+        None => DeploymentDiff {
+            added: deployment
+                .sites
+                .iter()
+                .map(|s| format!("site {}", s.name))
+                .chain(
+                    deployment
+                        .services
+                        .iter()
+                        .map(|s| format!("service {}", s.name)),
+                )
+                .collect(),
+            ..DeploymentDiff::default()
+        },
+    };
+    let version = current + 1;
+    let record = ConfigVersion {
+        version,
+        index,
+        at,
+        who: bounded_text(&change.who),
+        why: bounded_text(&change.why),
+        rollback_of: change.rollback_of,
+        diff,
+    };
+    let summary = format!("version {version}: {}", record.diff.summary());
+    let versions = Arc::make_mut(&mut machine.config_versions);
+    versions.push_back(StoredVersion {
+        record,
+        document: change.document.clone(),
+        default_serial,
+    });
+    while versions.len() > CONFIG_VERSIONS_KEPT
+        || (versions.len() > 1
+            && versions.iter().map(|v| v.document.len()).sum::<usize>() > CONFIG_BYTES_KEPT)
+    {
+        versions.pop_front();
+    }
+    prune(machine, &deployment);
+    machine.deployment = ReadDeployment(Some(deployment));
+    machine.record(
+        index,
+        at,
+        "deployment".into(),
+        summary,
+        &change.who,
+        &change.why,
+    );
+    Outcome::Applied
+}
+
+/// Drops what belongs to names `deployment` no longer has: member and site records, RTT
+/// samples of removed sites, the progress of their agents.
+fn prune(machine: &mut Machine, deployment: &Deployment) {
+    let members: std::collections::HashSet<String> = deployment
+        .members
+        .iter()
+        .map(|m| member_key(&deployment.service(m.service).name, &m.node))
+        .collect();
+    let known_site = |site: &str| deployment.site_by_name(site).is_some();
+    if machine.members.keys().any(|k| !members.contains(k)) {
+        Arc::make_mut(&mut machine.members).retain(|k, _| members.contains(k));
+    }
+    if machine.sites.keys().any(|s| !known_site(s)) {
+        Arc::make_mut(&mut machine.sites).retain(|s, _| known_site(s));
+    }
+    if machine.rtt.keys().any(|s| !known_site(s)) {
+        Arc::make_mut(&mut machine.rtt).retain(|s, _| known_site(s));
+    }
+    if machine.agents.values().any(|a| !known_site(&a.site)) {
+        Arc::make_mut(&mut machine.agents).retain(|_, a| known_site(&a.site));
     }
 }
 
@@ -220,7 +374,8 @@ fn apply_report(
     let Some(site) = deployment.site_by_name(&report.site) else {
         return Outcome::Ignored(format!("no site {:?}", report.site));
     };
-    if let Some(progress) = machine.agents.get(&report.agent)
+    let agent = bounded_text(&report.agent);
+    if let Some(progress) = machine.agents.get(&agent)
         && report.sequence <= progress.sequence
     {
         return Outcome::Ignored(format!(
@@ -229,7 +384,7 @@ fn apply_report(
         ));
     }
     Arc::make_mut(&mut machine.agents).insert(
-        report.agent.clone(),
+        agent.clone(),
         AgentProgress {
             site: report.site.clone(),
             sequence: report.sequence,
@@ -256,7 +411,7 @@ fn apply_report(
             .entry(key.clone())
             .or_default();
         let mut changes = Vec::new();
-        record.reason = observation.reason.clone();
+        record.reason = bounded_text(&observation.reason);
         record.latency_us = observation.latency_us;
         record.weight_percent = observation.weight_percent;
         if record.address != observation.address {

@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,10 +15,12 @@ use raft::StateRole;
 use raft::prelude::{ConfChangeSingle, ConfChangeType, ConfChangeV2, Message};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
+use topology::Timestamp;
+use topology::wire::views::{NodeAddress, NodeStatus};
 use topology::wire::{Command, Envelope, WIRE_VERSION};
-use topology::{Deployment, Timestamp};
 
-use crate::machine::{Machine, NodeAddress, Outcome};
+use crate::clock::now;
+use crate::machine::{Machine, Outcome};
 use crate::replica::{ProposeError, RaftSettings, Replica, ReplicaError};
 
 /// Where the node's messages go (the TCP transport, or a test network).
@@ -50,32 +52,6 @@ pub struct Committed {
 #[derive(Debug, Clone)]
 pub struct Published {
     pub machine: Arc<Machine>,
-}
-
-/// The node's view of the cluster, for the admin API and metrics.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub id: u64,
-    pub role: String,
-    pub leader: u64,
-    pub term: u64,
-    pub commit: u64,
-    pub applied: u64,
-    pub voters: Vec<u64>,
-    pub learners: Vec<u64>,
-    /// No leader known (or this node cannot reach a quorum) for longer than an election
-    /// timeout: answers come from the last applied state.
-    pub degraded: bool,
-    /// Since when (this node's clock); staleness is frozen at this moment while degraded.
-    pub degraded_since: Option<Timestamp>,
-    pub proposals: u64,
-    pub proposals_failed: u64,
-    pub snapshots_taken: u64,
-    pub snapshot_index: u64,
-    /// Mean time from proposal to local apply over the last proposals, in microseconds.
-    pub apply_latency_us: u64,
-    /// The node stopped after a storage failure.
-    pub failed: Option<String>,
 }
 
 enum Input {
@@ -122,7 +98,7 @@ pub struct Node {
     id: u64,
     handle: NodeHandle,
     published: watch::Receiver<Published>,
-    status: Arc<Mutex<NodeStatus>>,
+    status: watch::Receiver<NodeStatus>,
     counter: AtomicU64,
     propose_timeout: Duration,
     thread: Option<JoinHandle<()>>,
@@ -151,21 +127,12 @@ impl std::fmt::Debug for NodeInputs {
     }
 }
 
-fn now_ms() -> Timestamp {
-    Timestamp(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-    )
-}
-
 impl Node {
     /// Opens the replica and starts its thread.
     pub fn start(
         options: NodeOptions,
         handle: NodeHandle,
         inputs: NodeInputs,
-        deployment: Arc<Deployment>,
         outbox: Arc<dyn Outbox>,
     ) -> Result<Node, ReplicaError> {
         std::fs::create_dir_all(&options.data_dir).map_err(|e| {
@@ -179,7 +146,6 @@ impl Node {
             &options.initial_voters,
             &options.data_dir,
             options.raft.clone(),
-            deployment,
         )?;
         let status = replica.status();
         if status.voters == [options.id] {
@@ -189,16 +155,17 @@ impl Node {
         let (publisher, published) = watch::channel(Published {
             machine: Arc::new(replica.machine().clone()),
         });
-        let shared_status = Arc::new(Mutex::new(NodeStatus {
+        let (status_publisher, status) = watch::channel(NodeStatus {
             id: options.id,
+            wire_version: WIRE_VERSION,
             ..NodeStatus::default()
-        }));
+        });
         let looped = Loop {
             replica,
             inputs: inputs.0,
             outbox,
             publisher,
-            status: shared_status.clone(),
+            status: status_publisher,
             waiters: HashMap::new(),
             tick: options.tick,
             election: options.tick * options.raft.election_ticks as u32,
@@ -216,7 +183,7 @@ impl Node {
             id: options.id,
             handle,
             published,
-            status: shared_status,
+            status,
             counter: AtomicU64::new(0),
             propose_timeout: options.propose_timeout,
             thread: Some(thread),
@@ -237,10 +204,13 @@ impl Node {
     }
 
     pub fn status(&self) -> NodeStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.status.borrow().clone()
+    }
+
+    /// Follows the node's status: woken when its role, leader, term, membership,
+    /// degradation or failure changes (not for every applied entry).
+    pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
+        self.status.clone()
     }
 
     /// Proposes `command` and waits until this node has applied it.
@@ -253,7 +223,7 @@ impl Node {
                 std::process::id(),
                 self.counter.fetch_add(1, Ordering::Relaxed)
             ),
-            proposed_at: now_ms(),
+            proposed_at: now(),
             command,
         };
         let (reply, wait) = oneshot::channel();
@@ -340,7 +310,7 @@ struct Loop {
     inputs: mpsc::Receiver<Input>,
     outbox: Arc<dyn Outbox>,
     publisher: watch::Sender<Published>,
-    status: Arc<Mutex<NodeStatus>>,
+    status: watch::Sender<NodeStatus>,
     waiters: HashMap<String, Waiter>,
     tick: Duration,
     election: Duration,
@@ -379,7 +349,9 @@ impl Loop {
             }
             if let Err(e) = self.advance() {
                 tracing::error!(error = %e, "the store failed; this node stops applying");
-                self.status.lock().unwrap_or_else(|p| p.into_inner()).failed = Some(e.to_string());
+                let failed = e.to_string();
+                self.status
+                    .send_modify(|status| status.failed = Some(failed));
                 return;
             }
         }
@@ -456,15 +428,14 @@ impl Loop {
         let clustered = raft.voters.len() > 1 || !raft.voters.contains(&raft.id);
         if leaderless && clustered {
             self.no_leader_since
-                .get_or_insert_with(|| (Instant::now(), now_ms()));
+                .get_or_insert_with(|| (Instant::now(), now()));
         } else {
             self.no_leader_since = None;
         }
         let degraded = self
             .no_leader_since
             .filter(|(since, _)| since.elapsed() > self.election);
-        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        *status = NodeStatus {
+        let status = NodeStatus {
             id: raft.id,
             role: if self.replica.removed() {
                 "removed".to_owned()
@@ -488,7 +459,20 @@ impl Loop {
                 .checked_div(self.latency_count)
                 .unwrap_or(0),
             failed: None,
+            wire_version: WIRE_VERSION,
         };
+        // Everyone may read the latest numbers; followers wake only when something they
+        // act on changed.
+        self.status.send_if_modified(|current| {
+            let wake = current.role != status.role
+                || current.leader != status.leader
+                || current.term != status.term
+                || current.voters != status.voters
+                || current.learners != status.learners
+                || current.degraded_since != status.degraded_since;
+            *current = status;
+            wake
+        });
         if self.latency_count > 1000 {
             self.latency_sum_us /= 2;
             self.latency_count /= 2;

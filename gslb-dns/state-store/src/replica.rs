@@ -8,10 +8,10 @@ use std::sync::Arc;
 use prost::Message as _;
 use raft::prelude::{ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, StateRole};
-use topology::Deployment;
-use topology::wire::{Envelope, WIRE_VERSION};
+use topology::wire::views::NodeAddress;
+use topology::wire::{Envelope, OLDEST_WIRE_VERSION, WIRE_VERSION};
 
-use crate::machine::{Machine, NodeAddress, Outcome, apply};
+use crate::machine::{Machine, Outcome, apply};
 use crate::storage::{SledStorage, StorageFault};
 
 /// Raft timing and compaction, in ticks and entries.
@@ -59,6 +59,11 @@ pub enum ReplicaError {
     Raft(#[from] raft::Error),
     #[error("snapshot data: {0}")]
     Snapshot(String),
+    /// A committed entry this build cannot read (written by a newer Portico, or damaged):
+    /// applying anything after it would make this replica differ from the others, so it
+    /// stops applying and keeps answering from what it has.
+    #[error("entry {index} cannot be applied by this build: {why}; upgrade this node")]
+    Unreadable { index: u64, why: String },
 }
 
 /// An entry this replica applied.
@@ -85,7 +90,6 @@ pub struct Advanced {
 pub struct Replica {
     raw: RawNode<SledStorage>,
     machine: Machine,
-    deployment: Arc<Deployment>,
     settings: RaftSettings,
     snapshots_taken: u64,
     /// This node was removed from the cluster: it stays silent (a removed leader would
@@ -128,7 +132,6 @@ impl Replica {
         initial_voters: &[u64],
         dir: &Path,
         settings: RaftSettings,
-        deployment: Arc<Deployment>,
     ) -> Result<Replica, ReplicaError> {
         let storage = SledStorage::open(dir, id, initial_voters)?;
         let machine = restore(storage.latest_snapshot())?;
@@ -151,7 +154,6 @@ impl Replica {
         Ok(Replica {
             raw,
             machine,
-            deployment,
             settings,
             snapshots_taken: 0,
             removed: false,
@@ -290,7 +292,7 @@ impl Replica {
             self.machine.applied = self.machine.applied.max(entry.index);
             match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => {}
-                EntryType::EntryNormal => out.applied.push(self.apply_normal(&entry)),
+                EntryType::EntryNormal => out.applied.push(self.apply_normal(&entry)?),
                 EntryType::EntryConfChangeV2 => {
                     let change = ConfChangeV2::decode(&entry.data[..])
                         .map_err(|e| ReplicaError::Snapshot(e.to_string()))?;
@@ -335,27 +337,24 @@ impl Replica {
         }
     }
 
-    fn apply_normal(&mut self, entry: &Entry) -> AppliedEntry {
-        match serde_json::from_slice::<Envelope>(&entry.data) {
-            Ok(envelope) if envelope.version == WIRE_VERSION => AppliedEntry {
-                index: entry.index,
-                outcome: apply(&self.deployment, &mut self.machine, entry.index, &envelope),
-                id: Some(envelope.id),
-            },
-            Ok(envelope) => AppliedEntry {
-                index: entry.index,
-                outcome: Outcome::Ignored(format!(
-                    "wire version {} is not {WIRE_VERSION}",
-                    envelope.version
-                )),
-                id: Some(envelope.id),
-            },
-            Err(e) => AppliedEntry {
-                index: entry.index,
-                outcome: Outcome::Ignored(format!("undecodable entry: {e}")),
-                id: None,
-            },
+    fn apply_normal(&mut self, entry: &Entry) -> Result<AppliedEntry, ReplicaError> {
+        let unreadable = |why: String| ReplicaError::Unreadable {
+            index: entry.index,
+            why,
+        };
+        let envelope = serde_json::from_slice::<Envelope>(&entry.data)
+            .map_err(|e| unreadable(format!("undecodable command: {e}")))?;
+        if !(OLDEST_WIRE_VERSION..=WIRE_VERSION).contains(&envelope.version) {
+            return Err(unreadable(format!(
+                "wire version {} (this build reads {OLDEST_WIRE_VERSION} to {WIRE_VERSION})",
+                envelope.version
+            )));
         }
+        Ok(AppliedEntry {
+            index: entry.index,
+            outcome: apply(&mut self.machine, entry.index, &envelope),
+            id: Some(envelope.id),
+        })
     }
 
     fn maybe_compact(&mut self, force: bool) -> Result<(), ReplicaError> {
@@ -408,13 +407,15 @@ pub struct ReplicaStatus {
 fn restore(snapshot: &Snapshot) -> Result<Machine, ReplicaError> {
     let index = snapshot.get_metadata().index;
     if snapshot.data.is_empty() {
-        return Ok(Machine {
-            applied: index,
-            ..Machine::default()
-        });
+        let mut machine = Machine::default();
+        machine.applied = index;
+        return Ok(machine);
     }
     let mut machine: Machine = serde_json::from_slice(&snapshot.data)
         .map_err(|e| ReplicaError::Snapshot(e.to_string()))?;
     machine.applied = index;
+    machine
+        .rehydrate()
+        .map_err(|e| ReplicaError::Snapshot(format!("the deployment it holds: {e}")))?;
     Ok(machine)
 }

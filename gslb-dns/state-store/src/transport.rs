@@ -11,11 +11,12 @@ use std::time::Duration;
 use prost::Message as _;
 use raft::prelude::{Message, MessageType};
 use rustls_pki_types::ServerName;
-use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsConnector;
+
+use topology::wire::views::PeerState;
 
 use crate::node::{NodeHandle, Outbox};
 use crate::tls::Tls;
@@ -24,14 +25,6 @@ use crate::tls::Tls;
 const QUEUE: usize = 4096;
 /// The largest frame accepted from a peer.
 const MAX_FRAME: usize = 64 << 20;
-
-/// A peer as the transport sees it.
-#[derive(Debug, Clone, Serialize)]
-pub struct PeerState {
-    pub id: u64,
-    pub address: String,
-    pub connected: bool,
-}
 
 struct Peer {
     address: String,

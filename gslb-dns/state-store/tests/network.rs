@@ -2,19 +2,25 @@
 //! messages routed by the test with drops, cut links, isolation, crashes and restarts from
 //! the same directory, under randomized fault schedules from printed seeds.
 //!
-//! Properties checked for every seed: no acknowledged write is lost, all replicas converge
-//! to the same machine, and a leader exists within two election timeouts after healing.
-//! `STORE_SEEDS=N` runs more seeds; `STORE_SEED=S` replays one.
+//! The writes are RTT samples with deployment changes mixed in (the first node to find no
+//! deployment proposes a seed, as gslb-dns does; later changes add and remove a site), so
+//! replicas apply reports against a deployment that changes under them.
+//!
+//! Properties checked for every seed: no acknowledged write is lost (every applied sample
+//! and every applied deployment version is in the final machine), all replicas converge to
+//! the same machine, enough writes were acknowledged for the run to mean something, and a
+//! leader exists within two election timeouts after healing. `STORE_SEEDS=N` runs more
+//! seeds; `STORE_SEED=S` replays one.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use raft::StateRole;
 use raft::prelude::Message;
-use state_store::{RaftSettings, Replica};
+use state_store::{Outcome, RaftSettings, Replica};
+use topology::Timestamp;
+use topology::wire::config::DeploymentChange;
 use topology::wire::{Command, Envelope, RttReport, RttSample, WIRE_VERSION};
-use topology::{Config, Deployment, Timestamp};
 
 /// A small deterministic generator (xorshift64*), so a seed replays a schedule.
 struct Rng(u64);
@@ -43,7 +49,8 @@ struct Network {
     ids: Vec<u64>,
     replicas: BTreeMap<u64, Option<Replica>>,
     dirs: BTreeMap<u64, PathBuf>,
-    deployment: Arc<Deployment>,
+    /// The two deployments changes alternate between (the default, and it with `lon`).
+    documents: [String; 2],
     queue: VecDeque<Message>,
     cut: BTreeSet<(u64, u64)>,
     drop_percent: u64,
@@ -51,6 +58,10 @@ struct Network {
     pending: BTreeMap<String, u64>,
     /// Acknowledged writes: proposal id -> the prefix it wrote.
     acknowledged: BTreeMap<String, ipnet::IpNet>,
+    /// Proposal id -> the document of a deployment change, until applied.
+    proposed_documents: BTreeMap<String, String>,
+    /// Applied deployment changes: (log index, document).
+    acknowledged_versions: Vec<(u64, String)>,
     written: u64,
     settings: RaftSettings,
 }
@@ -67,7 +78,17 @@ impl Network {
             root
         };
         let _ = std::fs::remove_dir_all(&root);
-        let deployment = Arc::new(Config::default_config(1).deployment);
+        let with_lon = format!(
+            "{}\n[[site]]\nname = \"lon\"\nclient_networks = [\"127.4.0.0/16\"]\n",
+            topology::DEFAULT_CONFIG.replace(
+                "{ site = \"sin\", node = \"sin-2\", address = \"127.0.30.2\" },",
+                "{ site = \"sin\", node = \"sin-2\", address = \"127.0.30.2\" },\n    { site = \"lon\", node = \"lon-1\", address = \"127.0.40.1\" },",
+            )
+        );
+        let documents = [
+            topology::deployment_document(topology::DEFAULT_CONFIG).unwrap(),
+            topology::deployment_document(&with_lon).unwrap(),
+        ];
         let mut network = Network {
             replicas: BTreeMap::new(),
             dirs: ids
@@ -75,12 +96,14 @@ impl Network {
                 .map(|id| (*id, root.join(format!("node-{id}"))))
                 .collect(),
             ids,
-            deployment,
+            documents,
             queue: VecDeque::new(),
             cut: BTreeSet::new(),
             drop_percent: 0,
             pending: BTreeMap::new(),
             acknowledged: BTreeMap::new(),
+            proposed_documents: BTreeMap::new(),
+            acknowledged_versions: Vec::new(),
             written: 0,
             settings,
         };
@@ -94,13 +117,7 @@ impl Network {
         // sled releases its file lock from a background thread shortly after a drop.
         let mut attempts = 0;
         let replica = loop {
-            match Replica::open(
-                id,
-                &self.ids,
-                &self.dirs[&id],
-                self.settings.clone(),
-                self.deployment.clone(),
-            ) {
+            match Replica::open(id, &self.ids, &self.dirs[&id], self.settings.clone()) {
                 Ok(replica) => break replica,
                 Err(e) if attempts < 100 && e.to_string().contains("lock") => {
                     attempts += 1;
@@ -133,12 +150,23 @@ impl Network {
             .advance()
             .unwrap_or_else(|e| panic!("replica {id}: {e}"));
         for entry in advanced.applied {
-            if let Some(request) = entry.id
-                && self.pending.get(&request) == Some(&id)
-            {
-                self.pending.remove(&request);
-                let prefix = prefix_of(&request);
-                self.acknowledged.insert(request, prefix);
+            let Some(request) = entry.id else { continue };
+            if self.pending.get(&request) != Some(&id) {
+                continue;
+            }
+            self.pending.remove(&request);
+            // Refused writes (a sample before the seed, a change against another version)
+            // were answered as refused: nothing to keep.
+            if entry.outcome != Outcome::Applied {
+                self.proposed_documents.remove(&request);
+                continue;
+            }
+            match self.proposed_documents.remove(&request) {
+                Some(document) => self.acknowledged_versions.push((entry.index, document)),
+                None => {
+                    let prefix = prefix_of(&request);
+                    self.acknowledged.insert(request, prefix);
+                }
             }
         }
         for message in advanced.messages {
@@ -192,29 +220,76 @@ impl Network {
         }
     }
 
+    /// Proposes a write at `at`: a seed if that node has no deployment yet, sometimes a
+    /// deployment change against the version it sees, else an RTT sample.
     fn propose(&mut self, at: u64, rng: &mut Rng) {
+        let change = rng.chance(8);
+        self.propose_write(at, change, rng);
+    }
+
+    fn propose_sample(&mut self, at: u64, rng: &mut Rng) {
+        self.propose_write(at, false, rng);
+    }
+
+    fn propose_change(&mut self, at: u64, rng: &mut Rng) {
+        self.propose_write(at, true, rng);
+    }
+
+    fn propose_write(&mut self, at: u64, change: bool, rng: &mut Rng) {
+        let Some(Some(replica)) = self.replicas.get_mut(&at) else {
+            return;
+        };
         self.written += 1;
         let id = format!("w{}", self.written);
-        let envelope = Envelope {
-            version: WIRE_VERSION,
-            id: id.clone(),
-            proposed_at: Timestamp(self.written),
-            command: Command::RttSamples(RttReport {
+        let version = replica.machine().version();
+        let (command, document) = if version == 0 || change {
+            // The next document in turn (a seed is the default deployment).
+            let document = self.documents[(version % 2) as usize].clone();
+            let change = DeploymentChange {
+                document: document.clone(),
+                expect_version: Some(version),
+                who: format!("node {at}"),
+                why: "network test".into(),
+                rollback_of: None,
+            };
+            (Command::Deployment(change), Some(document))
+        } else {
+            let sample = Command::RttSamples(RttReport {
                 site: "fra".into(),
                 samples: vec![RttSample {
                     prefix: prefix_of(&id),
                     rtt_us: self.written as u32,
                     samples: 1,
                 }],
-            }),
+            });
+            (sample, None)
         };
-        let Some(Some(replica)) = self.replicas.get_mut(&at) else {
-            return;
+        let envelope = Envelope {
+            version: WIRE_VERSION,
+            id: id.clone(),
+            proposed_at: Timestamp(self.written * 1000),
+            command,
         };
         if replica.propose(&envelope).is_ok() {
-            self.pending.insert(id, at);
+            self.pending.insert(id.clone(), at);
+            if let Some(document) = document {
+                self.proposed_documents.insert(id, document);
+            }
         }
         self.advance(at, rng);
+    }
+
+    /// Ticks until none of `writes` is pending any more (a few election timeouts at most).
+    fn settle(&mut self, seed: u64, writes: &[String], rng: &mut Rng) {
+        let mut waited = 0;
+        while writes.iter().any(|id| self.pending.contains_key(id)) {
+            self.tick(rng);
+            waited += 1;
+            assert!(
+                waited <= 4 * MAX_ELECTION_TIMEOUT,
+                "seed {seed}: writes after healing not acknowledged: {writes:?}"
+            );
+        }
     }
 
     fn leader(&self) -> Option<u64> {
@@ -333,6 +408,42 @@ fn run(seed: u64) {
         );
     }
     eprintln!("  seed {seed}: leader {ticks} ticks after healing");
+    // A healed cluster takes writes: samples and a deployment change at the leader are all
+    // acknowledged within a few election timeouts.
+    // A healed cluster takes writes: a deployment change (after the seed, if none got
+    // through), then samples at the leader, all acknowledged within a few election timeouts.
+    let leader = net.leader().expect("a leader");
+    let versions = net.acknowledged_versions.len();
+    for _attempt in 0..8 {
+        // Refused when the leader had not yet applied the newest version: as an operator
+        // would, look again and retry.
+        net.propose_change(leader, &mut rng);
+        net.settle(seed, &[format!("w{}", net.written)], &mut rng);
+        let total = net.acknowledged_versions.len();
+        if total > versions && total >= MIN_ACKNOWLEDGED_VERSIONS {
+            break;
+        }
+    }
+    assert!(
+        net.acknowledged_versions.len() > versions,
+        "seed {seed}: no deployment change applies after healing"
+    );
+    let first_after = net.written + 1;
+    for _ in 0..AFTER_HEALING_SAMPLES {
+        net.propose_sample(leader, &mut rng);
+    }
+    let after: Vec<String> = (first_after..=net.written)
+        .map(|n| format!("w{n}"))
+        .collect();
+    net.settle(seed, &after, &mut rng);
+    let applied_samples = after
+        .iter()
+        .filter(|id| net.acknowledged.contains_key(*id))
+        .count();
+    assert_eq!(
+        applied_samples, AFTER_HEALING_SAMPLES,
+        "seed {seed}: every sample after healing applies"
+    );
     // Let every replica catch up, then compare.
     for _ in 0..4 * ELECTION_TICKS {
         net.tick(&mut rng);
@@ -356,7 +467,49 @@ fn run(seed: u64) {
             "seed {seed}: acknowledged write {request} ({prefix}) lost"
         );
     }
+    for (index, document) in &net.acknowledged_versions {
+        let kept = first
+            .config_versions
+            .iter()
+            .find(|v| v.record.index == *index)
+            .unwrap_or_else(|| panic!("seed {seed}: the deployment applied at {index} is lost"));
+        assert_eq!(&kept.document, document, "seed {seed}: version at {index}");
+    }
+    let current = first.current_version().expect("a deployment");
+    assert_eq!(
+        first.deployment().map(|d| d.sites.len()),
+        Some(if current.document == net.documents[1] {
+            4
+        } else {
+            3
+        }),
+        "seed {seed}: the deployment read is the current document"
+    );
+    eprintln!(
+        "  seed {seed}: {} samples and {} deployment versions acknowledged",
+        net.acknowledged.len(),
+        net.acknowledged_versions.len()
+    );
+    assert!(
+        net.acknowledged.len() >= MIN_ACKNOWLEDGED_SAMPLES,
+        "seed {seed}: only {} samples acknowledged: the schedule tested too little",
+        net.acknowledged.len()
+    );
+    assert!(
+        net.acknowledged_versions.len() >= MIN_ACKNOWLEDGED_VERSIONS,
+        "seed {seed}: only {} deployment versions acknowledged",
+        net.acknowledged_versions.len()
+    );
 }
+
+/// Samples written at the leader once the network has healed (all must apply).
+const AFTER_HEALING_SAMPLES: usize = 10;
+/// Every schedule must acknowledge at least this many samples: those written after healing
+/// (most schedules acknowledge 80 to 200; one of crashes and partitions may get none through
+/// before healing, and the writes after it keep such a run from passing on nothing)...
+const MIN_ACKNOWLEDGED_SAMPLES: usize = AFTER_HEALING_SAMPLES;
+/// ...and this many deployment versions (the seed and the change after healing).
+const MIN_ACKNOWLEDGED_VERSIONS: usize = 2;
 
 #[test]
 fn randomized_fault_schedules_lose_no_acknowledged_write() {
@@ -408,7 +561,11 @@ fn a_restarted_replica_catches_up_from_snapshot_and_log() {
         "caught up through a snapshot"
     );
     assert_eq!(restarted.machine(), &leader);
-    assert_eq!(net.acknowledged.len(), 60, "every write acknowledged");
+    assert_eq!(
+        net.acknowledged.len() + net.acknowledged_versions.len(),
+        60,
+        "every write acknowledged"
+    );
 }
 
 impl Network {

@@ -19,13 +19,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use topology::config::Listener;
 
-use crate::Shared;
-use crate::backends::Backend;
 use crate::metrics::ListenerMetrics;
+use crate::shared::{Shared, accept_loop};
+use crate::upstreams::Member;
 use body::{BodyError, Inbound};
 use error::S3Error;
 use head::{Framing, HeadError, RequestHead, parse_request, parse_response};
-use upstream::{BackendTls, Upstream};
+use upstream::{BackendTls, IdlePool, Upstream};
 
 /// One S3 listener's configuration and TLS material.
 pub struct S3Listener {
@@ -34,6 +34,8 @@ pub struct S3Listener {
     pub shared: Arc<Shared>,
     pub tls: Option<TlsAcceptor>,
     pub backend_tls: Option<Arc<BackendTls>>,
+    /// Idle member connections kept for reuse.
+    pub idle: IdlePool,
 }
 
 /// Buffer for a member's response head and the response body passing through.
@@ -45,7 +47,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<S3Listener>) {
     let refuse_over_limit = move |stream| {
         tokio::spawn(refuse(stream, tls));
     };
-    crate::accept_loop(
+    accept_loop(
         listener,
         ctx.config.max_connections,
         ctx.shared.clone(),
@@ -261,18 +263,18 @@ enum Failure {
 }
 
 /// Counts a request in flight on a member for least-outstanding choice.
-struct InFlight(Arc<Backend>);
+struct InFlight(Arc<Member>);
 
 impl InFlight {
-    fn new(member: &Arc<Backend>) -> InFlight {
-        member.outstanding.fetch_add(1, Ordering::Relaxed);
+    fn new(member: &Arc<Member>) -> InFlight {
+        member.live.outstanding.fetch_add(1, Ordering::Relaxed);
         InFlight(member.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.0.live.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -299,7 +301,8 @@ where
     let head_request = head.method == "HEAD";
     // Without a body still unread, the connection can go on after an error of ours.
     let can_continue = head.framing == Framing::None && head.keep_alive;
-    let Some(pool) = shared.pools.pool(service) else {
+    let upstreams = shared.upstreams.load_full();
+    let Some(pool) = upstreams.pool(service) else {
         return respond(
             writer,
             ctx,
@@ -316,20 +319,20 @@ where
     let mut tried = Vec::new();
     let mut retries_left = config.retries;
     loop {
-        let Some(member) = pool.least_outstanding(&shared.pools.clock, &tried) else {
+        let Some(member) = pool.least_outstanding(shared.clock.millis(), &tried) else {
             ctx.metrics.upstream_error("no_member");
             let error = S3Error::unavailable(format!(
                 "no member of service {service} at site {} can take requests",
-                shared.pools.site
+                shared.site
             ));
             return respond(writer, ctx, &head, error, can_continue).await;
         };
         tried.push(member.key);
         let in_flight = InFlight::new(&member);
-        let (upstream, reused) = match upstream::checkout(&member) {
+        let (upstream, reused) = match ctx.idle.checkout(&member) {
             Some(upstream) => (upstream, true),
             None => match upstream::connect(
-                member.address(),
+                member.address,
                 config.connect_timeout,
                 ctx.backend_tls.as_ref(),
             )
@@ -364,7 +367,7 @@ where
             Ok(done) => {
                 member.succeeded();
                 if let Some(upstream) = done.reusable {
-                    upstream::checkin(&member, upstream);
+                    ctx.idle.checkin(&member, upstream);
                 }
                 ctx.metrics.request(done.status);
                 (done.status, done.up, done.down, done.keep_client)
@@ -379,11 +382,7 @@ where
                     if reused {
                         // Try the same member again on a fresh connection.
                         tried.pop();
-                        member
-                            .idle
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .clear();
+                        ctx.idle.clear(&member);
                     }
                     continue;
                 }

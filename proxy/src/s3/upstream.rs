@@ -1,9 +1,10 @@
 //! Connections to members: plain or TLS, and kept idle for reuse after a clean response.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::backends::Backend;
+use crate::upstreams::Member;
 
 /// A connection to a member.
 #[derive(Debug)]
@@ -89,6 +90,8 @@ pub struct Idle {
 const MAX_IDLE: Duration = Duration::from_secs(15);
 /// Idle connections kept per member, at most.
 const MAX_IDLE_PER_MEMBER: usize = 32;
+/// Members with idle connections beyond which expired ones are swept.
+const MAX_IDLE_MEMBERS: usize = 256;
 
 /// TLS towards members: the connector and the name to verify (none: the member's address).
 #[derive(Clone)]
@@ -97,24 +100,51 @@ pub struct BackendTls {
     pub server_name: Option<ServerName<'static>>,
 }
 
-/// An idle connection to `member` that still looks usable, if any.
-pub fn checkout(member: &Backend) -> Option<Upstream> {
-    let mut idle = member.idle.lock().unwrap_or_else(|e| e.into_inner());
-    while let Some(entry) = idle.pop() {
-        if entry.since.elapsed() < MAX_IDLE && entry.upstream.reusable() {
-            return Some(entry.upstream);
-        }
-    }
-    None
+/// Idle connections to members, kept for reuse, by member and address (a member whose
+/// address changed starts afresh).
+#[derive(Debug, Default)]
+pub struct IdlePool {
+    by_member: Mutex<HashMap<(u64, SocketAddr), Vec<Idle>>>,
 }
 
-pub fn checkin(member: &Backend, upstream: Upstream) {
-    let mut idle = member.idle.lock().unwrap_or_else(|e| e.into_inner());
-    if idle.len() < MAX_IDLE_PER_MEMBER {
-        idle.push(Idle {
-            upstream,
-            since: Instant::now(),
-        });
+impl IdlePool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, SocketAddr), Vec<Idle>>> {
+        self.by_member.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An idle connection to `member` that still looks usable, if any.
+    pub fn checkout(&self, member: &Member) -> Option<Upstream> {
+        let mut pool = self.lock();
+        let idle = pool.get_mut(&(member.key, member.address))?;
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < MAX_IDLE && entry.upstream.reusable() {
+                return Some(entry.upstream);
+            }
+        }
+        None
+    }
+
+    pub fn checkin(&self, member: &Member, upstream: Upstream) {
+        let mut pool = self.lock();
+        // Members gone or moved leave their connections behind: drop the expired ones.
+        if pool.len() > MAX_IDLE_MEMBERS {
+            pool.retain(|_, idle| {
+                idle.retain(|e| e.since.elapsed() < MAX_IDLE);
+                !idle.is_empty()
+            });
+        }
+        let idle = pool.entry((member.key, member.address)).or_default();
+        if idle.len() < MAX_IDLE_PER_MEMBER {
+            idle.push(Idle {
+                upstream,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Forgets every idle connection to `member` (one turned out stale).
+    pub fn clear(&self, member: &Member) {
+        self.lock().remove(&(member.key, member.address));
     }
 }
 

@@ -174,8 +174,11 @@ fn watch_streams_applied_state_and_resumes_from_an_index() {
 fn agent_reports_are_applied_once_and_in_order() {
     let node = DnsNode::start(CONFIG, false);
     let report = |sequence: u64, health: &str| {
-        format!(
-            r#"{{"site":"fra","agent":"agent-fra","sequence":{sequence},"sent_at":1,"members":[{{"service":"s3","node":"fra-1","health":"{health}","reason":"probe"}}]}}"#
+        tests::agent_report(
+            "fra",
+            "agent-fra",
+            sequence,
+            &[("s3", "fra-1", health, "probe")],
         )
     };
     let (status, body) = node.http("POST", "/api/v1/reports", Some(&report(1, "down")));
@@ -191,6 +194,15 @@ fn agent_reports_are_applied_once_and_in_order() {
     assert_eq!(status, 404, "{body}");
     let (status, body) = node.http("POST", "/api/v1/reports", Some(r#"{"site":"fra"}"#));
     assert_eq!(status, 400, "{body}");
+    // A report without a field the store needs is refused, naming it; a field it does
+    // not know (a newer agent's) is not.
+    let without_weight = report(2, "up").replace(",\"weight_percent\":100", "");
+    let (status, body) = node.http("POST", "/api/v1/reports", Some(&without_weight));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("missing field `weight_percent`"), "{body}");
+    let with_more = report(3, "down").replace("\"reason\":", "\"rack\":\"r12\",\"reason\":");
+    let (status, body) = node.http("POST", "/api/v1/reports", Some(&with_more));
+    assert_eq!(status, 200, "{body}");
     let state = node.get_json("/api/v1/state");
     // s3 has no check in this configuration: members stay statically up, the report's
     // record is kept (it counts once a check is configured).

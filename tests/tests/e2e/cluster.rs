@@ -398,8 +398,11 @@ impl Agents {
             while !flag.load(std::sync::atomic::Ordering::SeqCst) {
                 sequence += 1;
                 for (site, node) in [("fra", "fra-f"), ("iad", "iad-f"), ("sin", "sin-f")] {
-                    let body = format!(
-                        r#"{{"site":"{site}","agent":"agent-{site}","sequence":{sequence},"sent_at":0,"members":[{{"service":"files","node":"{node}","health":"up","reason":"connect ok"}}]}}"#
+                    let body = tests::agent_report(
+                        site,
+                        &format!("agent-{site}"),
+                        sequence,
+                        &[("files", node, "up", "connect ok")],
                     );
                     for target in &targets {
                         if matches!(

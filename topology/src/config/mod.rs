@@ -1,6 +1,10 @@
 //! One TOML document describes a whole deployment. [`Config::from_toml`] parses it from a
-//! string (no file I/O here) and validates it into a [`Deployment`]; every error names the
-//! key and the line.
+//! string (no file I/O here) and validates it into a [`Deployment`] and the node's own
+//! [`NodeSettings`]; every error names the key and the line.
+//!
+//! The deployment part (`[zone]`, `[[site]]`, `[[service]]`) is what the store replicates:
+//! [`deployment_document`] cuts it out of a file as canonical TOML, and
+//! [`Deployment::from_document`] reads it back on every node.
 
 pub mod duration;
 mod locate;
@@ -13,7 +17,7 @@ pub use proxy::{
     BackendTls, HttpLimits, Listener, ListenerProtocol, ListenerTls, ProxySettings, Route,
 };
 
-use crate::model::Deployment;
+use crate::model::{Deployment, NodeSettings};
 
 /// The embedded default configuration: three sites (fra, iad, sin) on loopback and the
 /// service `s3`. The same text is checked in as `docs/examples/portico.toml`.
@@ -47,6 +51,10 @@ pub struct SiteAgentSettings {
     pub discover_interval: std::time::Duration,
     /// A file holding the bearer token for the store's API (first line).
     pub token_file: Option<String>,
+    /// How long one report may take at one gslb-dns node before the next is tried.
+    pub report_timeout: std::time::Duration,
+    /// How often the agent asks the store for its deployment (a new member to probe).
+    pub config_interval: std::time::Duration,
 }
 
 impl Default for SiteAgentSettings {
@@ -61,6 +69,8 @@ impl Default for SiteAgentSettings {
             resolver: None,
             token_file: None,
             discover_interval: std::time::Duration::from_secs(5),
+            report_timeout: std::time::Duration::from_secs(1),
+            config_interval: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -68,9 +78,19 @@ impl Default for SiteAgentSettings {
 /// A parsed and validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The deployment as this file describes it (the store's replicated copy wins once the
+    /// store has one).
     pub deployment: Deployment,
+    /// This node's own settings.
+    pub node: NodeSettings,
     pub components: ComponentSections,
+    /// The file's deployment tables as a canonical document (what a seed or a
+    /// `portico config apply` replicates).
+    pub document: String,
 }
+
+/// The largest deployment document the store takes (a raft entry carries it whole).
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 
 /// A configuration that cannot be used; the message names the key and, when known, the line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,33 +126,46 @@ pub(crate) struct Invalid {
     pub message: String,
 }
 
+/// Parses `source` into `T` and validates it with `check`; errors carry the key and line
+/// of `source`.
+fn parse_checked<R: serde::de::DeserializeOwned, T>(
+    source: &str,
+    check: impl FnOnce(R) -> Result<T, Invalid>,
+) -> Result<T, ConfigError> {
+    let raw: R = toml::from_str(source).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        let (line, column) = locate::line_column(source, offset);
+        let mut key = locate::path_at(source, offset).to_string();
+        if key.is_empty() {
+            key = "(document)".into();
+        }
+        ConfigError::Syntax {
+            key,
+            line,
+            column,
+            message: e.message().trim().to_owned(),
+        }
+    })?;
+    check(raw).map_err(|invalid| {
+        let line = locate::span_of(source, &invalid.key)
+            .map(|span| locate::line_column(source, span.start).0);
+        ConfigError::Invalid {
+            key: invalid.key.to_string(),
+            line,
+            message: invalid.message,
+        }
+    })
+}
+
 impl Config {
     /// Parses and validates a configuration document. `now_unix` (seconds) is the default SOA
     /// serial when the document sets none.
     pub fn from_toml(source: &str, now_unix: u64) -> Result<Config, ConfigError> {
-        let raw: raw::RawConfig = toml::from_str(source).map_err(|e| {
-            let offset = e.span().map_or(0, |s| s.start);
-            let (line, column) = locate::line_column(source, offset);
-            let mut key = locate::path_at(source, offset).to_string();
-            if key.is_empty() {
-                key = "(document)".into();
-            }
-            ConfigError::Syntax {
-                key,
-                line,
-                column,
-                message: e.message().trim().to_owned(),
-            }
+        let mut config = parse_checked(source, |raw: raw::RawConfig| {
+            validate::validate(raw, now_unix)
         })?;
-        validate::validate(raw, now_unix).map_err(|invalid| {
-            let line = locate::span_of(source, &invalid.key)
-                .map(|span| locate::line_column(source, span.start).0);
-            ConfigError::Invalid {
-                key: invalid.key.to_string(),
-                line,
-                message: invalid.message,
-            }
-        })
+        config.document = deployment_document(source)?;
+        Ok(config)
     }
 
     /// The embedded default configuration.
@@ -140,6 +173,47 @@ impl Config {
         Config::from_toml(DEFAULT_CONFIG, now_unix)
             .expect("the embedded default configuration is valid")
     }
+}
+
+impl Deployment {
+    /// Reads a deployment document (only `[zone]`, `[[site]]` and `[[service]]`), as the
+    /// store replicates it. `default_serial` is the SOA serial when the document sets none.
+    pub fn from_document(document: &str, default_serial: u64) -> Result<Deployment, ConfigError> {
+        if document.len() > MAX_DOCUMENT_BYTES {
+            return Err(ConfigError::Invalid {
+                key: "(document)".into(),
+                line: None,
+                message: format!(
+                    "{} bytes: a deployment document is at most {MAX_DOCUMENT_BYTES} bytes",
+                    document.len()
+                ),
+            });
+        }
+        parse_checked(document, |raw: raw::RawDeployment| {
+            validate::deployment(&raw.zone, &raw.sites, &raw.services, default_serial)
+        })
+    }
+}
+
+/// The deployment tables of a configuration file (`[zone]`, `[[site]]`, `[[service]]`) as a
+/// canonical TOML document: node settings and comments left out, keys in a fixed order, so
+/// equal deployments give equal documents.
+pub fn deployment_document(source: &str) -> Result<String, ConfigError> {
+    let table: toml::Table = toml::from_str(source).map_err(|e| ConfigError::Syntax {
+        key: "(document)".into(),
+        line: 0,
+        column: 0,
+        message: e.message().trim().to_owned(),
+    })?;
+    let kept: toml::Table = table
+        .into_iter()
+        .filter(|(key, _)| raw::DEPLOYMENT_TABLES.contains(&key.as_str()))
+        .collect();
+    toml::to_string(&kept).map_err(|e| ConfigError::Invalid {
+        key: "(document)".into(),
+        line: None,
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -25,6 +25,20 @@ pub struct RawConfig {
     pub proxy: Option<RawProxy>,
 }
 
+/// A deployment document: the replicated tables of a configuration, and nothing else.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeployment {
+    pub zone: RawZone,
+    #[serde(default, rename = "site")]
+    pub sites: Vec<RawSite>,
+    #[serde(default, rename = "service")]
+    pub services: Vec<RawService>,
+}
+
+/// The top-level tables a deployment document holds.
+pub const DEPLOYMENT_TABLES: [&str; 3] = ["zone", "site", "service"];
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawZone {
@@ -237,6 +251,8 @@ pub struct RawSiteAgent {
     pub resolver: Option<String>,
     pub discover_interval: Option<String>,
     pub token_file: Option<String>,
+    pub report_timeout: Option<String>,
+    pub config_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

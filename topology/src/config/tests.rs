@@ -156,7 +156,47 @@ fn default_config_parses() {
         d.sites[0].client_networks,
         vec!["127.1.0.0/16".parse::<ipnet::IpNet>().unwrap()]
     );
-    assert_eq!(d.dns.listen.len(), 2);
+    assert_eq!(config.node.dns.listen.len(), 2);
+}
+
+#[test]
+fn the_deployment_document_is_the_replicated_tables_only_and_reads_back_equal() {
+    let config = Config::default_config(7);
+    let document = &config.document;
+    assert!(
+        !document.contains("[dns]") && !document.contains("[admin]"),
+        "{document}"
+    );
+    assert!(
+        document.contains("[zone]") && document.contains("[[site]]"),
+        "{document}"
+    );
+    let read = Deployment::from_document(document, 7).unwrap();
+    assert_eq!(read, config.deployment);
+    // Canonical: the same deployment written differently gives the same document.
+    let reordered = crate::DEFAULT_CONFIG.replace("[admin]\nlisten = \"127.0.0.1:8053\"\n", "");
+    assert_ne!(reordered, crate::DEFAULT_CONFIG);
+    assert_eq!(
+        &Config::from_toml(&reordered, 7).unwrap().document,
+        document
+    );
+}
+
+#[test]
+fn a_deployment_document_refuses_node_sections_and_names_bad_keys() {
+    let with_node = format!(
+        "{}\n[dns]\necs = false\n",
+        Config::default_config(0).document
+    );
+    let err = Deployment::from_document(&with_node, 0).unwrap_err();
+    assert!(err.to_string().contains("unknown field `dns`"), "{err}");
+    let config = Config::default_config(0);
+    let bad = config.document.replace("127.1.0.0/16", "127.1.0.0/33");
+    let err = Deployment::from_document(&bad, 0).unwrap_err();
+    assert_eq!(err.key(), "site[0].client_networks[0]", "{err}");
+    assert!(err.to_string().contains("line "), "{err}");
+    let huge = "#".repeat(super::MAX_DOCUMENT_BYTES + 1);
+    assert!(Deployment::from_document(&huge, 0).is_err());
 }
 
 #[rustfmt::skip]

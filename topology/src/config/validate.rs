@@ -32,17 +32,49 @@ pub(super) fn duration(key: KeyPath, text: Option<&str>, default: Duration) -> R
 }
 
 pub(super) fn validate(raw: RawConfig, now_unix: u64) -> Result<Config> {
-    let zone = zone(&raw.zone, now_unix)?;
-    let sites = sites(&raw.sites)?;
-    let site_ids: HashMap<&str, SiteId> = raw
-        .sites
+    let deployment = deployment(&raw.zone, &raw.sites, &raw.services, now_unix)?;
+    let site_names: HashSet<&str> = raw.sites.iter().map(|s| s.name.as_str()).collect();
+    let node = NodeSettings {
+        dns: dns(&raw.dns)?,
+        admin: admin(&raw.admin)?,
+        store: store(&raw.store, &site_names)?,
+        geoip: GeoipSettings {
+            database: raw.geoip.database.clone(),
+            reload_interval: duration(
+                KeyPath::from("geoip.reload_interval"),
+                raw.geoip.reload_interval.as_deref(),
+                Duration::from_secs(30),
+            )?,
+        },
+    };
+    let components = components(&raw, &site_names)?;
+    Ok(Config {
+        deployment,
+        node,
+        components,
+        document: String::new(),
+    })
+}
+
+/// The replicated part: zone, sites, services and their members.
+pub(super) fn deployment(
+    zone: &RawZone,
+    sites: &[RawSite],
+    services: &[RawService],
+    now_unix: u64,
+) -> Result<Deployment> {
+    let zone = self::zone(zone, now_unix)?;
+    let raw_sites = sites;
+    let sites = self::sites(raw_sites)?;
+    let site_ids: HashMap<&str, SiteId> = raw_sites
         .iter()
         .enumerate()
         .map(|(i, s)| (s.name.as_str(), SiteId(i as u16)))
         .collect();
+    let raw_services = services;
     let mut services = Vec::new();
     let mut members = Vec::new();
-    for (index, service) in raw.services.iter().enumerate() {
+    for (index, service) in raw_services.iter().enumerate() {
         let key = KeyPath::from("service").index(index);
         let id = ServiceId(index as u16);
         services.push(service_of(
@@ -72,27 +104,11 @@ pub(super) fn validate(raw: RawConfig, now_unix: u64) -> Result<Config> {
             ));
         }
     }
-    let deployment = Deployment {
+    Ok(Deployment {
         zone,
         sites,
         services,
         members,
-        dns: dns(&raw.dns)?,
-        admin: admin(&raw.admin)?,
-        store: store(&raw.store, &site_ids)?,
-        geoip: GeoipSettings {
-            database: raw.geoip.database.clone(),
-            reload_interval: duration(
-                KeyPath::from("geoip.reload_interval"),
-                raw.geoip.reload_interval.as_deref(),
-                Duration::from_secs(30),
-            )?,
-        },
-    };
-    let components = components(&raw, &site_ids)?;
-    Ok(Config {
-        deployment,
-        components,
     })
 }
 
@@ -600,10 +616,10 @@ fn admin(raw: &RawAdmin) -> Result<AdminSettings> {
     })
 }
 
-fn components(raw: &RawConfig, site_ids: &HashMap<&str, SiteId>) -> Result<ComponentSections> {
+fn components(raw: &RawConfig, site_names: &HashSet<&str>) -> Result<ComponentSections> {
     let known = |key: &str, site: &Option<String>| -> Result<Option<String>> {
         match site {
-            Some(name) if !site_ids.contains_key(name.as_str()) => Err(invalid(
+            Some(name) if !site_names.contains(name.as_str()) => Err(invalid(
                 KeyPath::from(key),
                 format!("no site named {name:?}"),
             )),
@@ -647,6 +663,22 @@ fn components(raw: &RawConfig, site_ids: &HashMap<&str, SiteId>) -> Result<Compo
             agent.discover_interval.as_deref(),
             site_agent.discover_interval,
         )?;
+        site_agent.report_timeout = duration(
+            key.key("report_timeout"),
+            agent.report_timeout.as_deref(),
+            site_agent.report_timeout,
+        )?;
+        if site_agent.report_timeout.is_zero() {
+            return Err(invalid(key.key("report_timeout"), "must be more than 0"));
+        }
+        site_agent.config_interval = duration(
+            key.key("config_interval"),
+            agent.config_interval.as_deref(),
+            site_agent.config_interval,
+        )?;
+        if site_agent.config_interval.is_zero() {
+            return Err(invalid(key.key("config_interval"), "must be more than 0"));
+        }
     }
     Ok(ComponentSections {
         site_agent,
@@ -660,7 +692,7 @@ fn components(raw: &RawConfig, site_ids: &HashMap<&str, SiteId>) -> Result<Compo
     })
 }
 
-fn store(raw: &RawStore, site_ids: &HashMap<&str, SiteId>) -> Result<StoreSettings> {
+fn store(raw: &RawStore, site_names: &HashSet<&str>) -> Result<StoreSettings> {
     let key = KeyPath::from("store");
     let tick_interval = duration(
         key.key("tick_interval"),
@@ -703,14 +735,12 @@ fn store(raw: &RawStore, site_ids: &HashMap<&str, SiteId>) -> Result<StoreSettin
                 format!("node {} is listed twice", node.id),
             ));
         }
-        let site = match &node.site {
-            None => None,
-            Some(name) => Some(
-                *site_ids
-                    .get(name.as_str())
-                    .ok_or_else(|| invalid(nkey.key("site"), format!("no site named {name:?}")))?,
-            ),
-        };
+        if let Some(name) = &node.site
+            && !site_names.contains(name.as_str())
+        {
+            return Err(invalid(nkey.key("site"), format!("no site named {name:?}")));
+        }
+        let site = node.site.clone();
         nodes.push(StoreNode {
             id: node.id,
             raft: socket_addr(nkey.key("raft"), &node.raft)?,

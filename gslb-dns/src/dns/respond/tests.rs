@@ -66,10 +66,12 @@ members = [
 
 fn control(ecs: bool) -> Control {
     let mut config = topology::Config::from_toml(CONFIG, 1).expect("test config");
-    config.deployment.dns.ecs = ecs;
+    config.node.dns.ecs = ecs;
     Control::new(
         Arc::new(config.deployment),
+        Arc::new(config.node.dns),
         Arc::new(geoip_data::GeoDb::test_database()),
+        Default::default(),
         topology::Timestamp(1_000),
     )
     .expect("control")

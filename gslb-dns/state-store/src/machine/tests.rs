@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use topology::wire::config::DeploymentChange;
 use topology::wire::{
     AdminAction, AgentReport, Command, Envelope, MemberObservation, RttReport, RttSample, Target,
     WIRE_VERSION,
@@ -42,6 +43,17 @@ fn deployment() -> Arc<Deployment> {
             .expect("test config")
             .deployment,
     )
+}
+
+/// A deployment change to the document of `config` (a whole configuration file).
+fn change(config: &str, expect_version: Option<u64>) -> Command {
+    Command::Deployment(DeploymentChange {
+        document: topology::deployment_document(config).expect("document"),
+        expect_version,
+        who: "ops".into(),
+        why: "test".into(),
+        rollback_of: None,
+    })
 }
 
 fn envelope(at: u64, command: Command) -> Envelope {
@@ -96,20 +108,23 @@ fn member(service: &str, node: &str) -> Target {
     }
 }
 
-/// Applies `commands` (proposed at 1000, 2000, ...) and returns the machine and outcomes.
+/// Seeds the test deployment at index 1 (time 1000), then applies `commands` (proposed at
+/// 2000, 3000, ...); returns the machine and the commands' outcomes.
 fn run(commands: Vec<Command>) -> (Machine, Vec<Outcome>) {
-    let deployment = deployment();
     let mut machine = Machine::default();
+    assert_eq!(
+        apply(&mut machine, 1, &envelope(1000, change(CONFIG, Some(0)))),
+        Outcome::Applied
+    );
     let outcomes = commands
         .into_iter()
         .enumerate()
         .map(|(i, command)| {
             let index = i as u64 + 2;
             apply(
-                &deployment,
                 &mut machine,
                 index,
-                &envelope((i as u64 + 1) * 1000, command),
+                &envelope((i as u64 + 2) * 1000, command),
             )
         })
         .collect();
@@ -269,12 +284,13 @@ fn reports_stamp_the_site_with_the_proposers_clock_and_record_history() {
         report("fra", "agent-fra", 3, &[("fra-1", Down, "timeout", 100)]),
         admin(Target::Site { site: "iad".into() }, AdminState::Drained),
     ]);
-    assert_eq!(machine.sites["fra"].last_report, Some(Timestamp(3000)));
+    assert_eq!(machine.sites["fra"].last_report, Some(Timestamp(4000)));
     assert_eq!(machine.sites["iad"].admin, AdminState::Drained);
     assert_eq!(machine.agents["agent-fra"].sequence, 3);
     let history: Vec<(String, String)> = machine
         .history
         .iter()
+        .filter(|c| c.target != "deployment")
         .map(|c| (c.target.clone(), c.change.clone()))
         .collect();
     assert_eq!(
@@ -286,12 +302,12 @@ fn reports_stamp_the_site_with_the_proposers_clock_and_record_history() {
         ],
         "only changes are recorded, not repeated reports"
     );
-    assert_eq!(machine.history[2].who, "ops");
+    assert_eq!(machine.history[3].who, "ops");
     assert_eq!(machine.applied, 5);
     let deployment = deployment();
     let state = machine.state(&deployment);
     let fra = deployment.site_by_name("fra").unwrap();
-    assert_eq!(state.site(fra).last_report, Some(Timestamp(3000)));
+    assert_eq!(state.site(fra).last_report, Some(Timestamp(4000)));
 }
 
 #[test]
@@ -396,6 +412,112 @@ fn apply_is_deterministic_and_snapshots_round_trip() {
     let (a, _) = run(commands());
     let (b, _) = run(commands());
     assert_eq!(a, b);
-    let restored: Machine = serde_json::from_slice(&serde_json::to_vec(&a).unwrap()).unwrap();
+    let mut restored: Machine = serde_json::from_slice(&serde_json::to_vec(&a).unwrap()).unwrap();
     assert_eq!(restored, a);
+    assert!(restored.deployment().is_none(), "not serialized");
+    restored.rehydrate().unwrap();
+    assert_eq!(restored.deployment(), a.deployment());
+}
+
+/// CONFIG with a third site, `ams`, and a member there.
+fn with_ams() -> String {
+    CONFIG.replace(
+        "[[site]]\nname = \"iad\"",
+        "[[site]]\nname = \"iad\"\n[[site]]\nname = \"ams\"",
+    )
+    .replace(
+        "{ site = \"iad\", node = \"iad-1\", address = \"127.0.20.1\" },",
+        "{ site = \"iad\", node = \"iad-1\", address = \"127.0.20.1\" },\n    { site = \"ams\", node = \"ams-1\", address = \"127.0.40.1\" },",
+    )
+}
+
+#[test]
+fn the_deployment_is_replicated_state_and_versioned() {
+    let (machine, outcomes) = run(vec![
+        // Before the change, ams is unknown to every replica alike.
+        report("ams", "agent-ams", 1, &[]),
+        change(&with_ams(), Some(1)),
+        report("ams", "agent-ams", 2, &[("ams-1", Up, "ok", 100)]),
+    ]);
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Ignored("no site \"ams\"".into()),
+            Outcome::Applied,
+            Outcome::Applied
+        ]
+    );
+    assert_eq!(machine.version(), 2);
+    let current = machine.current_version().unwrap();
+    assert_eq!(current.record.index, 3);
+    assert_eq!(current.record.diff.added, ["site ams", "member s3/ams-1"]);
+    let deployment = machine.deployment().unwrap().clone();
+    let id = deployment.member_by_name("s3", "ams-1").unwrap();
+    assert_eq!(machine.state(&deployment).member(id).health, Up);
+    assert!(
+        machine.history.iter().any(|c| c.target == "deployment"
+            && c.change == "version 2: 2 added"
+            && c.who == "ops")
+    );
+    assert_eq!(machine.stored_version(1).unwrap().record.version, 1);
+}
+
+#[test]
+fn a_stale_invalid_or_unchanged_deployment_changes_nothing() {
+    let bad = CONFIG.replace(
+        "name = \"iad\"",
+        "name = \"iad\"\nclient_networks = [\"10.0.0.0/33\"]",
+    );
+    let (machine, outcomes) = run(vec![
+        change(&with_ams(), Some(0)),
+        change(&bad, None),
+        change(CONFIG, None),
+    ]);
+    assert!(
+        matches!(&outcomes[0], Outcome::Ignored(why) if why.contains("at version 1, not 0")),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(&outcomes[1], Outcome::Ignored(why) if why.contains("site[1].client_networks[0]")),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(&outcomes[2], Outcome::Ignored(why) if why.contains("nothing to change")),
+        "{outcomes:?}"
+    );
+    assert_eq!(machine.version(), 1);
+    assert_eq!(
+        machine.deployment().unwrap().as_ref(),
+        deployment().as_ref()
+    );
+}
+
+#[test]
+fn records_of_removed_names_are_dropped_and_do_not_come_back_with_them() {
+    let (machine, _) = run(vec![
+        change(&with_ams(), None),
+        report("ams", "agent-ams", 1, &[("ams-1", Down, "dead", 100)]),
+        admin(Target::Site { site: "ams".into() }, AdminState::Drained),
+        change(CONFIG, None),
+    ]);
+    assert!(!machine.members.contains_key("s3/ams-1"));
+    assert!(!machine.sites.contains_key("ams"));
+    assert!(!machine.agents.contains_key("agent-ams"));
+    assert!(machine.members.contains_key("s3/fra-1") || machine.members.is_empty());
+    assert_eq!(machine.version(), 3);
+}
+
+#[test]
+fn nothing_applies_before_the_store_has_a_deployment() {
+    let mut machine = Machine::default();
+    let outcome = apply(
+        &mut machine,
+        1,
+        &envelope(1, report("fra", "agent-fra", 1, &[])),
+    );
+    assert_eq!(
+        outcome,
+        Outcome::Ignored("the store has no deployment yet".into())
+    );
+    assert_eq!(machine.applied, 1);
 }

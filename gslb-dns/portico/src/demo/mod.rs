@@ -10,15 +10,17 @@
 //! It prints the dashboard URL and a `dig` line per region, and stops everything on Ctrl-C.
 #![allow(clippy::print_stdout)]
 
+mod storage;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use portico_client::{ApiClient, ClientOptions};
+
+use storage::{BUCKET, Objects, storage_node};
 
 /// `portico demo`'s options (the defaults suit a fresh machine).
 #[derive(Debug, Clone, clap::Args)]
@@ -44,7 +46,6 @@ pub struct DemoArgs {
 }
 
 const SITES: [&str; 3] = ["fra", "iad", "sin"];
-const BUCKET: &str = "demo";
 const DEMO_ACCESS_KEY: &str = "PORTICODEMO";
 const DEMO_SECRET_KEY: &str = "portico-demo-secret";
 
@@ -94,7 +95,7 @@ fn now_unix() -> u64 {
 
 /// Runs the demo until Ctrl-C (or SIGTERM).
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
-    crate::init_logging("warn");
+    portico_client::process::init_logging("warn");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -137,11 +138,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     for (i, site) in SITES.iter().enumerate() {
         let mut config = topology::Config::from_toml(&text, now_unix())?;
         let ip = node_ip(i);
-        config.deployment.dns.listen = vec![SocketAddr::new(ip, args.dns_port)];
-        config.deployment.admin.listen = Some(SocketAddr::new(ip, args.admin_port));
-        config.deployment.store.node_id = i as u64 + 1;
-        config.deployment.store.data_dir = dir.display().to_string();
-        let node = crate::start(config)
+        config.node.dns.listen = vec![SocketAddr::new(ip, args.dns_port)];
+        config.node.admin.listen = Some(SocketAddr::new(ip, args.admin_port));
+        config.node.store.node_id = i as u64 + 1;
+        config.node.store.data_dir = dir.display().to_string();
+        let node = gslb_dns::start(config)
             .await
             .with_context(|| format!("gslb-dns node {} ({site})", i + 1))?;
         nodes.push(node);
@@ -155,6 +156,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     for site in SITES {
         let mut settings = base.components.site_agent.clone();
         settings.report_to = admins.clone();
+        let mut options = ClientOptions::new(admins.iter().map(ToString::to_string).collect());
+        options.timeout = settings.report_timeout;
+        let api = Arc::new(ApiClient::new(options)?);
         let setup = site_agent::agent::AgentSetup {
             site: site.to_string(),
             deployment: deployment.clone(),
@@ -164,16 +168,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 secret_key: DEMO_SECRET_KEY.into(),
                 session_token: None,
             }),
-            api_token: None,
+            api,
             name: format!("demo-{site}-agent"),
             metrics: None,
         };
-        let targets = site_agent::agent::targets(&deployment, site).map_err(anyhow::Error::msg)?;
-        agents.push(tokio::spawn(site_agent::agent::run(
-            setup,
-            targets,
-            stopped.clone(),
-        )));
+        agents.push(tokio::spawn(site_agent::agent::run(setup, stopped.clone())));
     }
 
     // An S3 proxy per site.
@@ -239,7 +238,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("demo ready; Ctrl-C stops it");
 
-    crate::wait_for_signal().await;
+    portico_client::process::wait_for_signal().await;
     println!("stopping the demo");
     let _ = stop.send(true);
     for agent in agents {
@@ -259,86 +258,4 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     println!("demo stopped");
     Ok(())
-}
-
-/// Objects of one storage node (bounded: a demo, not a store).
-type Objects = Arc<Mutex<HashMap<String, Bytes>>>;
-
-/// At most this many bytes held per node.
-const NODE_CAPACITY: usize = 256 * 1024 * 1024;
-
-/// A small S3-speaking node: bucket `demo` only, objects in memory (shared by the nodes of
-/// a site), no authentication.
-async fn storage_node(listener: tokio::net::TcpListener, name: String, objects: Objects) {
-    let app = axum::Router::new().fallback(
-        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let objects = objects.clone();
-            let name = name.clone();
-            async move { s3_request(&objects, &name, &method, &uri, &headers, body) }
-        },
-    );
-    let _ = axum::serve(listener, app).await;
-}
-
-fn s3_error(status: StatusCode, code: &str, resource: &str, node: &str) -> Response {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Resource>{resource}</Resource><RequestId>{node}</RequestId></Error>\n"
-    );
-    (status, [(header::CONTENT_TYPE, "application/xml")], body).into_response()
-}
-
-fn s3_request(
-    objects: &Objects,
-    node: &str,
-    method: &Method,
-    uri: &Uri,
-    _headers: &HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = uri.path();
-    let served_by = [("x-portico-demo-node", node.to_string())];
-    let Some(rest) = path.strip_prefix(&format!("/{BUCKET}")) else {
-        return s3_error(StatusCode::NOT_FOUND, "NoSuchBucket", path, node);
-    };
-    let key = rest.trim_start_matches('/');
-    let mut objects = objects.lock().unwrap_or_else(|e| e.into_inner());
-    match (method.as_str(), key.is_empty()) {
-        ("HEAD" | "GET", true) => (StatusCode::OK, served_by).into_response(),
-        ("PUT", false) => {
-            let held: usize = objects.values().map(Bytes::len).sum();
-            if held + body.len() > NODE_CAPACITY {
-                return s3_error(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    "QuotaExceeded",
-                    path,
-                    node,
-                );
-            }
-            objects.insert(key.to_string(), body);
-            (StatusCode::OK, served_by).into_response()
-        }
-        ("GET", false) => match objects.get(key) {
-            Some(data) => (StatusCode::OK, served_by, data.clone()).into_response(),
-            None => s3_error(StatusCode::NOT_FOUND, "NoSuchKey", path, node),
-        },
-        ("HEAD", false) => match objects.get(key) {
-            Some(data) => (
-                StatusCode::OK,
-                served_by,
-                [(header::CONTENT_LENGTH, data.len().to_string())],
-            )
-                .into_response(),
-            None => StatusCode::NOT_FOUND.into_response(),
-        },
-        ("DELETE", false) => {
-            objects.remove(key);
-            (StatusCode::NO_CONTENT, served_by).into_response()
-        }
-        _ => s3_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            path,
-            node,
-        ),
-    }
 }

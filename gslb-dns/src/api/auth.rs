@@ -11,6 +11,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use topology::model::ReadAccess;
+use topology::wire::ErrorBody;
 
 /// The tokens (with their names) and the read policy.
 #[derive(Debug, Clone)]
@@ -99,7 +100,12 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     (
         status,
         [(header::WWW_AUTHENTICATE, "Bearer realm=\"portico\"")],
-        axum::Json(serde_json::json!({ "error": message })),
+        axum::Json(ErrorBody {
+            error: message.to_owned(),
+            retry_after_ms: None,
+            key: None,
+            line: None,
+        }),
     )
         .into_response()
 }

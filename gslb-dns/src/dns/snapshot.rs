@@ -6,12 +6,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use geoip_data::GeoDb;
+use topology::wire::views::{RttEntry, StoreView};
 use topology::{
-    ClassTable, ClientLocation, Deployment, Family, GeoLocation, Policy, ServiceId, SiteId, State,
-    Timestamp,
+    ClassTable, ClientLocation, Deployment, DnsSettings, Family, GeoLocation, Policy, ServiceId,
+    SiteId, State, Timestamp,
 };
 
-use crate::dns::zone::{ZoneData, rr_tail};
+use super::counters::MetricSlots;
+use super::zone::{ZoneData, rr_tail};
 
 /// One rotation of a service answer, encoded: `count` records without owner names.
 #[derive(Debug, Clone)]
@@ -119,26 +121,19 @@ pub struct Snapshot {
     /// Increases with every published snapshot.
     pub generation: u64,
     pub built_at: Timestamp,
+    /// The deployment version the answers come from (0: the node's own file).
+    pub config_version: u64,
     pub deployment: Arc<Deployment>,
+    /// This node's DNS settings (ECS, payload size, debug queries).
+    pub dns: Arc<DnsSettings>,
     pub state: Arc<State>,
     pub classes: Arc<ClassTable>,
     pub geo: Arc<GeoDb>,
     pub zone: Arc<ZoneData>,
     pub answers: AnswerTable,
     pub store: StoreView,
-}
-
-/// The replicated store as this node sees it when the snapshot is built.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct StoreView {
-    pub node_id: u64,
-    /// The log index of the machine the answers come from.
-    pub applied: u64,
-    pub leader: u64,
-    pub term: u64,
-    /// Set while the node has no quorum: answers come from the last applied state, with
-    /// staleness evaluated at this moment.
-    pub degraded_since: Option<Timestamp>,
+    /// Where this deployment's services and sites are counted.
+    pub metric_slots: MetricSlots,
 }
 
 impl Snapshot {
@@ -179,10 +174,8 @@ pub fn geo_location(location: geoip_data::Location) -> GeoLocation {
 }
 
 /// RTT samples from the store, per client prefix: the sites that measured it and their RTT.
-pub type RttTable = std::collections::BTreeMap<
-    String,
-    std::collections::BTreeMap<ipnet::IpNet, state_store::machine::RttEntry>,
->;
+pub type RttTable =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<ipnet::IpNet, RttEntry>>;
 
 /// Builds the client-class table from a GeoIP database, the deployment's site networks and
 /// the RTT samples proxies reported (prefixes with samples get `latency` orders).

@@ -4,108 +4,29 @@
 //! a timeout or an error), measure how fast it comes back, and keep a report (JSON and text)
 //! in memory and under `<data_dir>/drills/`. The drain and the restore are admin actions, so
 //! the replicated history records both, the restore with the drill's result.
+//!
+//! Planning is pure ([`plan`]); running needs the store (to write) and DNS (to ask).
+
+pub mod plan;
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
-use topology::select::member_verdict;
-use topology::wire::{AdminAction, Command, Target};
-use topology::{AdminState, Family, MemberId, State};
+use portico_client::dns::{Answer, Question, ask as dns_ask};
+use topology::AdminState;
+use topology::wire::drill::{DrillReport, DrillStatus, NodeResult, VantageResult};
+use topology::wire::{AdminAction, Command};
 
-use crate::admin::{AdminContext, ApiError};
+pub use plan::{Plan, PlanError, plan};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DrillMode {
-    /// An admin drain: no new answers, as for planned maintenance.
-    #[default]
-    Drain,
-    /// Forced down: as if the site (or member) had failed.
-    Fail,
-}
-
-/// `POST /api/v1/drills`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DrillRequest {
-    pub site: String,
-    /// `service/node`: drill one member of the site instead of the whole site.
-    #[serde(default)]
-    pub member: Option<String>,
-    #[serde(default)]
-    pub mode: DrillMode,
-    /// The service whose answers are watched (default: the member's, or every service
-    /// with members at the site).
-    #[serde(default)]
-    pub service: Option<String>,
-    /// Client subnets to ask as (default: one /24 or /56 of each site's client networks).
-    #[serde(default)]
-    pub vantages: Vec<IpNet>,
-    #[serde(default)]
-    pub timeout_ms: Option<u64>,
-    #[serde(default)]
-    pub interval_ms: Option<u64>,
-    #[serde(default)]
-    pub who: Option<String>,
-    #[serde(default)]
-    pub why: Option<String>,
-}
-
-/// One (node, vantage) pair's outcome.
-#[derive(Debug, Clone, Serialize)]
-pub struct VantageResult {
-    pub vantage: IpNet,
-    /// The target was in this vantage's answers before the drill (false also when the node
-    /// did not answer; then only an answer without the target counts as converged).
-    pub answered_before: bool,
-    /// Milliseconds from the drill's start until the target left the answers (0 when it
-    /// was not in them); `None`: it never left within the timeout.
-    pub converged_ms: Option<u64>,
-    /// Milliseconds from the restore until the target was back (vantages that had it).
-    pub restored_ms: Option<u64>,
-    pub last_answer: Vec<IpAddr>,
-    pub errors: u32,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeResult {
-    pub node: String,
-    pub dns: SocketAddr,
-    pub vantages: Vec<VantageResult>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DrillReport {
-    pub id: u64,
-    pub target: String,
-    pub mode: DrillMode,
-    pub services: Vec<String>,
-    pub who: String,
-    pub why: String,
-    pub started_at_ms: u64,
-    /// How long the store took to apply the drain, ms.
-    pub applied_ms: u64,
-    pub timeout_ms: u64,
-    pub interval_ms: u64,
-    /// `converged`, `timeout` or `error`.
-    pub status: String,
-    /// The slowest (node, vantage) convergence, ms.
-    pub max_converged_ms: Option<u64>,
-    pub max_restored_ms: Option<u64>,
-    pub restored: bool,
-    pub nodes: Vec<NodeResult>,
-    /// Store nodes without a `dns` address: not asked.
-    pub not_queried: Vec<u64>,
-    pub error: Option<String>,
-    pub summary: String,
-}
+use crate::control::Control;
+use crate::store::Store;
 
 /// Drills run and their reports (the last 50), and the one-at-a-time guard.
 #[derive(Debug)]
@@ -124,6 +45,16 @@ impl Drills {
             reports: Mutex::new(VecDeque::new()),
             dir,
         }
+    }
+
+    /// A new drill's id.
+    pub fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Marks a drill as running; `false` when one already is.
+    pub fn begin(&self) -> bool {
+        !self.running.swap(true, Ordering::SeqCst)
     }
 
     pub fn reports(&self) -> Vec<DrillReport> {
@@ -163,223 +94,64 @@ impl Drills {
     }
 }
 
-/// A drill checked and ready to run.
-#[derive(Debug)]
-pub struct Plan {
-    pub id: u64,
-    target: Target,
-    mode: DrillMode,
-    /// (name to ask, AAAA?) per service watched.
-    names: Vec<(String, String, bool)>,
-    /// The addresses whose absence means "converged".
-    drilled: Vec<IpAddr>,
-    nodes: Vec<(String, SocketAddr)>,
-    not_queried: Vec<u64>,
-    vantages: Vec<IpNet>,
-    timeout: Duration,
-    interval: Duration,
-    who: String,
-    why: String,
+/// What a running drill writes through and keeps its report in.
+#[derive(Debug, Clone)]
+pub struct DrillContext {
+    pub store: Arc<Store>,
+    pub control: Arc<Control>,
+    pub drills: Arc<Drills>,
 }
 
-/// Checks a request against the deployment and the state: names exist, the target is
-/// active, and the drill leaves every watched service at least one healthy site.
-pub fn plan(ctx: &AdminContext, request: &DrillRequest, caller: &str) -> Result<Plan, ApiError> {
-    let snapshot = ctx.control.snapshot();
-    let deployment = &snapshot.deployment;
-    let site = deployment
-        .site_by_name(&request.site)
-        .ok_or_else(|| ApiError::NotFound(format!("no site {:?}", request.site)))?;
-    let member: Option<MemberId> = match &request.member {
-        None => None,
-        Some(text) => {
-            let (service, node) = text.split_once('/').ok_or_else(|| {
-                ApiError::BadRequest(format!("member {text:?}: expected service/node"))
-            })?;
-            let id = deployment.member_by_name(service, node).ok_or_else(|| {
-                ApiError::NotFound(format!("no member {node:?} in service {service:?}"))
-            })?;
-            if deployment.member(id).site != site {
-                return Err(ApiError::BadRequest(format!(
-                    "member {text} is not at site {}",
-                    request.site
-                )));
-            }
-            Some(id)
-        }
-    };
-    let services: Vec<_> = match (&request.service, member) {
-        (Some(name), _) => vec![
-            deployment
-                .service_by_name(name)
-                .ok_or_else(|| ApiError::NotFound(format!("no service {name:?}")))?,
-        ],
-        (None, Some(id)) => vec![deployment.member(id).service],
-        (None, None) => deployment
-            .service_ids()
-            .filter(|s| {
-                deployment
-                    .service(*s)
-                    .members
-                    .iter()
-                    .any(|m| deployment.member(*m).site == site)
-            })
-            .collect(),
-    };
-    if services.is_empty() {
-        return Err(ApiError::BadRequest(format!(
-            "site {} has no members to drill",
-            request.site
-        )));
-    }
-    let admin = match request.mode {
-        DrillMode::Drain => AdminState::Drained,
-        DrillMode::Fail => AdminState::ForcedDown,
-    };
-    let (target, current) = match member {
-        Some(id) => {
-            let m = deployment.member(id);
-            (
-                Target::Member {
-                    service: deployment.service(m.service).name.clone(),
-                    node: m.node.clone(),
-                },
-                snapshot.state.member(id).admin,
-            )
-        }
-        None => (
-            Target::Site {
-                site: request.site.clone(),
-            },
-            snapshot.state.site(site).admin,
-        ),
-    };
-    if current != AdminState::Active {
-        return Err(ApiError::Conflict(format!(
-            "{target} is {current:?} already: a drill starts from an active target and restores it"
-        )));
-    }
-    // Would anything be left? The same verdicts the answers use, on the drilled state.
-    let mut drilled_state: State = (*snapshot.state).clone();
-    match member {
-        Some(id) => drilled_state.member_mut(id).admin = admin,
-        None => drilled_state.site_mut(site).admin = admin,
-    }
-    for service_id in &services {
-        let service = deployment.service(*service_id);
-        let healthy_site = deployment.site_ids().any(|s| {
-            let eligible = service
-                .members
-                .iter()
-                .filter(|m| deployment.member(**m).site == s)
-                .filter(|m| {
-                    [Family::V4, Family::V6].iter().any(|f| {
-                        member_verdict(deployment, &drilled_state, **m, *f, snapshot.built_at)
-                            .is_ok()
-                    })
-                })
-                .count();
-            eligible > 0 && eligible >= service.min_healthy
-        });
-        if !healthy_site {
-            return Err(ApiError::Conflict(format!(
-                "refused: draining {target} would leave service {} with no healthy site",
-                service.name
-            )));
-        }
-    }
-    let drilled: Vec<IpAddr> = services
-        .iter()
-        .flat_map(|s| deployment.service(*s).members.iter().copied())
-        .filter(|m| match member {
-            Some(id) => *m == id,
-            None => deployment.member(*m).site == site,
-        })
-        .map(|m| snapshot.state.address_of(deployment, m))
-        .collect();
-    let names = services
-        .iter()
-        .map(|s| {
-            let service = deployment.service(*s);
-            let aaaa = !drilled.iter().any(IpAddr::is_ipv4);
-            (service.name.clone(), service.fqdn.to_string(), aaaa)
-        })
-        .collect();
-    let vantages: Vec<IpNet> = if request.vantages.is_empty() {
-        deployment
-            .sites
-            .iter()
-            .filter_map(|s| s.client_networks.first())
-            .map(|net| {
-                let len = match net {
-                    IpNet::V4(_) => net.prefix_len().max(24),
-                    IpNet::V6(_) => net.prefix_len().max(56),
-                };
-                IpNet::new(net.addr(), len)
-                    .map(|n| n.trunc())
-                    .unwrap_or(*net)
-            })
-            .collect()
-    } else {
-        request.vantages.iter().map(IpNet::trunc).collect()
-    };
-    if vantages.is_empty() {
-        return Err(ApiError::BadRequest(
-            "no vantage subnets: no site has client_networks; give \"vantages\"".into(),
-        ));
-    }
-    let own_id = snapshot.store.node_id;
+/// The DNS nodes a drill asks: this one first, then every store node with a `dns`
+/// address; the store nodes without one are listed apart.
+pub fn nodes_to_ask(
+    store: &Store,
+    own_dns: &[SocketAddr],
+) -> (Vec<(String, SocketAddr)>, Vec<u64>) {
+    let own_id = store.node.id();
     let mut nodes = Vec::new();
-    if let Some(own) = ctx.dns.first() {
+    if let Some(own) = own_dns.first() {
         nodes.push((format!("node {own_id} (this node)"), *own));
     }
     let mut not_queried = Vec::new();
-    for node in deployment.store.nodes.iter().filter(|n| n.id != own_id) {
+    for node in store.settings().nodes.iter().filter(|n| n.id != own_id) {
         match node.dns {
             Some(dns) => nodes.push((format!("node {}", node.id), dns)),
             None => not_queried.push(node.id),
         }
     }
-    let timeout = Duration::from_millis(request.timeout_ms.unwrap_or(10_000).clamp(500, 300_000));
-    let interval = Duration::from_millis(request.interval_ms.unwrap_or(50).clamp(10, 5_000));
-    let id = ctx.drills.next.fetch_add(1, Ordering::Relaxed);
-    Ok(Plan {
-        id,
-        target,
-        mode: request.mode,
-        names,
-        drilled,
-        nodes,
-        not_queried,
-        vantages,
-        timeout,
-        interval,
-        who: request.who.clone().unwrap_or_else(|| caller.to_string()),
-        why: request.why.clone().unwrap_or_else(|| "DR drill".into()),
-    })
-}
-
-/// Marks a drill as running; `false` when one already is.
-pub fn begin(ctx: &AdminContext) -> bool {
-    !ctx.drills.running.swap(true, Ordering::SeqCst)
+    (nodes, not_queried)
 }
 
 /// What every (node, vantage) answers now: whether a drilled address is among the answers.
-async fn ask(plan: &Plan, node: SocketAddr, vantage: IpNet) -> Result<(bool, Vec<IpAddr>), String> {
+async fn ask(
+    plan: &Plan,
+    node: SocketAddr,
+    vantage: IpNet,
+) -> Result<(bool, Vec<std::net::IpAddr>), String> {
     let mut all = Vec::new();
     for (_, name, aaaa) in &plan.names {
-        let answer =
-            crate::dns::client::addresses(node, name, *aaaa, vantage, Duration::from_millis(500))
-                .await?;
-        all.extend(answer);
+        let question = Question {
+            name: name.clone(),
+            aaaa: *aaaa,
+            subnet: Some(vantage),
+            recursive: false,
+        };
+        let answer = dns_ask(node, &question, Duration::from_millis(500))
+            .await
+            .map_err(|e| e.to_string())?;
+        if answer.rcode != Answer::NOERROR {
+            return Err(answer.rcode_name());
+        }
+        all.extend(answer.addresses);
     }
     let present = all.iter().any(|a| plan.drilled.contains(a));
     Ok((present, all))
 }
 
-/// Runs a planned drill to its end (the caller has called [`begin`]).
-pub async fn run(ctx: AdminContext, plan: Plan) -> DrillReport {
-    let started_at_ms = crate::admin::now().0;
+/// Runs a planned drill to its end (the caller has called [`Drills::begin`]).
+pub async fn run(ctx: DrillContext, plan: Plan) -> DrillReport {
+    let started_at_ms = state_store::clock::now().0;
     let mut results: Vec<NodeResult> = plan
         .nodes
         .iter()
@@ -421,13 +193,14 @@ pub async fn run(ctx: AdminContext, plan: Plan) -> DrillReport {
             why,
         })
     };
-    let admin = match plan.mode {
-        DrillMode::Drain => AdminState::Drained,
-        DrillMode::Fail => AdminState::ForcedDown,
-    };
+    let admin = plan.admin();
     let mut error = None;
     let mut applied_ms = 0;
-    match crate::store_api::propose(&ctx, action(admin, plan.why.clone())).await {
+    match ctx
+        .store
+        .write(&ctx.control, action(admin, plan.why.clone()))
+        .await
+    {
         Ok(_) => applied_ms = started.elapsed().as_millis() as u64,
         Err(e) => error = Some(format!("the drain was not applied: {e}")),
     }
@@ -499,15 +272,11 @@ pub async fn run(ctx: AdminContext, plan: Plan) -> DrillReport {
     let mut restored = false;
     let restore_started = Instant::now();
     for attempt in 0..10 {
-        match crate::store_api::propose(
-            &ctx,
-            action(
-                AdminState::Active,
-                format!("restore after drill #{}: {outcome}", plan.id),
-            ),
-        )
-        .await
-        {
+        let restore = action(
+            AdminState::Active,
+            format!("restore after drill #{}: {outcome}", plan.id),
+        );
+        match ctx.store.write(&ctx.control, restore).await {
             Ok(_) => {
                 restored = true;
                 break;
@@ -548,9 +317,9 @@ pub async fn run(ctx: AdminContext, plan: Plan) -> DrillReport {
         .flat_map(|n| n.vantages.iter().filter_map(|v| v.restored_ms))
         .max();
     let status = match (&error, converged) {
-        (Some(_), _) => "error",
-        (None, true) => "converged",
-        (None, false) => "timeout",
+        (Some(_), _) => DrillStatus::Error,
+        (None, true) => DrillStatus::Converged,
+        (None, false) => DrillStatus::Timeout,
     };
     let mut report = DrillReport {
         id: plan.id,
@@ -563,7 +332,7 @@ pub async fn run(ctx: AdminContext, plan: Plan) -> DrillReport {
         applied_ms,
         timeout_ms: plan.timeout.as_millis() as u64,
         interval_ms: plan.interval.as_millis() as u64,
-        status: status.into(),
+        status,
         max_converged_ms,
         max_restored_ms,
         restored,
@@ -598,7 +367,7 @@ pub fn summary(report: &DrillReport) -> String {
     let _ = writeln!(
         out,
         "status {}; applied by the store in {} ms; out of every answer after {}; back after {}; restored: {}",
-        report.status,
+        status_name(report.status),
         report.applied_ms,
         ms(report.max_converged_ms),
         ms(report.max_restored_ms),
@@ -636,4 +405,12 @@ pub fn summary(report: &DrillReport) -> String {
         let _ = writeln!(out, "  error: {error}");
     }
     out
+}
+
+fn status_name(status: DrillStatus) -> &'static str {
+    match status {
+        DrillStatus::Converged => "converged",
+        DrillStatus::Timeout => "timeout",
+        DrillStatus::Error => "error",
+    }
 }

@@ -1,20 +1,51 @@
-//! Messages between Portico's processes: what site agents and proxies post to the store,
-//! and the commands the store replicates. Serde types, versioned: every replicated command
-//! travels in an [`Envelope`] with a format version, so a node can refuse what it does not
-//! understand instead of misreading it.
+//! Messages between Portico's processes, typed on both ends: what site agents and proxies
+//! post to the store, the commands the store replicates ([`Envelope`]), and every view the
+//! admin API answers with ([`views`], [`config`], [`drill`]). The server, the proxy, the
+//! agent and the `portico` CLI read and write these same types.
+//!
+//! Compatibility across versions: readers accept fields they do not know (a newer peer may
+//! send more), so reports, samples and views deny no unknown field. The requests an
+//! operator makes (actions, drills, configuration changes, membership) do: a typo, or a
+//! feature the server does not have, is an error rather than silently ignored. A field a
+//! reader needs is never defaulted: a message without it is refused, so a renamed field
+//! cannot silently turn into "weight 100" or "not drained". Replicated commands carry a format
+//! version in their [`Envelope`]; a replica that meets a newer one stops applying instead
+//! of guessing.
+
+pub mod config;
+pub mod drill;
+pub mod views;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::state::{AdminState, Health, Timestamp};
 
-/// The format version this build writes and reads.
-pub const WIRE_VERSION: u16 = 1;
+/// The format version this build writes. Version 2 added [`Command::Deployment`].
+pub const WIRE_VERSION: u16 = 2;
+
+/// The oldest envelope version this build still applies (entries already in a log).
+pub const OLDEST_WIRE_VERSION: u16 = 1;
+
+/// The longest `who`, `why`, reason or agent name a replicated command keeps (longer text
+/// is cut at a character boundary).
+pub const MAX_TEXT: usize = 512;
+
+/// `text` cut to at most [`MAX_TEXT`] bytes, at a character boundary.
+pub fn bounded_text(text: &str) -> String {
+    if text.len() <= MAX_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
 
 /// One replicated command, with who proposed it and when (the proposing node's clock:
 /// time is carried in commands, never read while applying).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Envelope {
     pub version: u16,
     /// Unique per proposal (`<node>-<counter>`), so a node can tell when its proposal applied.
@@ -33,11 +64,12 @@ pub enum Command {
     Admin(AdminAction),
     /// Client RTT aggregates measured by a proxy.
     RttSamples(RttReport),
+    /// A new version of the deployment (zone, sites, services, members).
+    Deployment(config::DeploymentChange),
 }
 
 /// A site agent's report: the state of the members it probes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AgentReport {
     pub site: String,
     /// The agent's name (host), for the history.
@@ -51,30 +83,21 @@ pub struct AgentReport {
 
 /// One member as the agent sees it (after rise/fall).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MemberObservation {
     pub service: String,
     pub node: String,
     pub health: Health,
-    #[serde(default)]
     pub reason: String,
-    #[serde(default)]
+    /// Smoothed probe latency, when the probe measured one.
     pub latency_us: Option<u32>,
     /// Load-feedback weight in percent (100 = as configured).
-    #[serde(default = "hundred")]
     pub weight_percent: u32,
     /// What the node's load-feedback agent asked for: `drained` or `maintenance` until it
     /// says `ready` again.
-    #[serde(default)]
     pub agent_admin: AdminState,
     /// For a slot of a discovered group: the address the agent assigned to it (`None`
     /// when the name resolves to fewer addresses than there are slots).
-    #[serde(default)]
     pub address: Option<std::net::IpAddr>,
-}
-
-fn hundred() -> u32 {
-    100
 }
 
 /// What an admin action applies to, by name.
@@ -98,7 +121,6 @@ impl std::fmt::Display for Target {
 
 /// An operator's action: set the admin state of a target.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AdminAction {
     pub target: Target,
     pub admin: AdminState,
@@ -108,7 +130,6 @@ pub struct AdminAction {
 
 /// RTT aggregates a proxy measured for client prefixes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RttReport {
     pub site: String,
     pub samples: Vec<RttSample>,
@@ -116,9 +137,28 @@ pub struct RttReport {
 
 /// The smoothed RTT from a site to the clients of one prefix.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RttSample {
     pub prefix: IpNet,
     pub rtt_us: u32,
     pub samples: u32,
 }
+
+/// The answer to an accepted write (a report, RTT samples): the log index it applied at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Written {
+    pub index: u64,
+}
+
+/// Every error the admin API answers with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    /// For 503: when to try again.
+    pub retry_after_ms: Option<u64>,
+    /// For a refused configuration: the key it is about, and its line in the document sent.
+    pub key: Option<String>,
+    pub line: Option<usize>,
+}
+
+#[cfg(test)]
+mod tests;

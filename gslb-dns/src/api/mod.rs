@@ -1,0 +1,97 @@
+//! The admin HTTP API (axum), every route of it: state, explain, history, admin actions,
+//! drills, the deployment (`/api/v1/config`), ingest from agents and proxies, the watch
+//! stream, the store's membership, metrics and the dashboard. Requests and answers are the
+//! typed [`topology::wire`] messages; errors become responses in exactly one place
+//! ([`ApiError`]). axum appears in this module tree only.
+
+pub mod actions;
+pub mod auth;
+pub mod config;
+pub mod drills;
+pub mod error;
+pub mod state;
+pub mod store;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{delete, get, post};
+
+pub use error::ApiError;
+
+use crate::control::Control;
+use crate::drill::Drills;
+use crate::metrics::Metrics;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiContext {
+    pub control: Arc<Control>,
+    pub metrics: Arc<Metrics>,
+    pub store: Arc<crate::store::Store>,
+    /// This node's DNS addresses (drills ask them).
+    pub dns: Vec<std::net::SocketAddr>,
+    pub drills: Arc<Drills>,
+    /// This node's file's deployment document (to tell whether the store's differs).
+    pub file_document: Arc<String>,
+}
+
+/// The admin API's routes (the auth middleware goes around them, see [`serve`]).
+pub fn router(context: ApiContext) -> Router {
+    Router::new()
+        .route("/", get(state::dashboard))
+        .route("/ui/index.html", get(state::dashboard))
+        .route("/healthz", get(state::healthz))
+        .route("/metrics", get(state::metrics))
+        .route("/api/v1/state", get(state::state))
+        .route("/api/v1/explain", get(state::explain))
+        .route("/api/v1/history", get(state::history))
+        .route(
+            "/api/v1/members/{service}/{node}/{action}",
+            post(actions::member),
+        )
+        .route("/api/v1/sites/{site}/{action}", post(actions::site))
+        .route(
+            "/api/v1/services/{service}/{action}",
+            post(actions::service),
+        )
+        .route("/api/v1/drills", get(drills::list).post(drills::start))
+        .route("/api/v1/drills/{id}", get(drills::get))
+        .route("/api/v1/config", get(config::show).post(config::apply))
+        .route("/api/v1/config/history", get(config::history))
+        .route("/api/v1/config/rollback", post(config::rollback))
+        .route("/api/v1/reports", post(store::report))
+        .route("/api/v1/rtt", post(store::rtt).get(store::rtt_table))
+        .route("/api/v1/watch", get(store::watch))
+        .route("/api/v1/store", get(store::status))
+        .route("/api/v1/store/nodes", post(store::add_node))
+        .route("/api/v1/store/nodes/{id}", delete(store::remove_node))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .with_state(context)
+}
+
+/// Serves the API on `listener` (behind the auth middleware) until `shutdown` changes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    context: ApiContext,
+    auth: Arc<auth::Auth>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let app = router(context).layer(axum::middleware::from_fn_with_state(auth, auth::authorize));
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = shutdown.changed().await;
+    })
+    .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "admin API stopped");
+    }
+}
+
+/// A request body as `T`, or a 400 that says what is wrong with it.
+pub fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))
+}

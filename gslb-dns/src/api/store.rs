@@ -1,0 +1,194 @@
+//! The store's HTTP side on every node: ingest (agent reports, RTT samples), the watch
+//! stream of applied state, the store's status and membership changes. Writes are
+//! proposed through the local replica (a follower forwards them to the leader) and answered
+//! only once applied here, or with 503 and a retry hint.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State as AxumState};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use state_store::Membership;
+use topology::wire::views::{
+    AddNode, MembershipProposed, NodeAddress, RttTable, StoreStatus, WatchLine,
+};
+use topology::wire::{AgentReport, Command, RttReport, WIRE_VERSION, Written};
+
+use super::state::state_view;
+use super::{ApiContext, ApiError, json};
+
+/// How often the watch stream sends a blank line while nothing changes, so a reader can
+/// tell a quiet stream from a dead one.
+pub const WATCH_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Proposes what a site's agent or proxy sent, once the site is known.
+async fn ingest(ctx: &ApiContext, site: &str, command: Command) -> Result<Json<Written>, ApiError> {
+    if ctx
+        .control
+        .snapshot()
+        .deployment
+        .site_by_name(site)
+        .is_none()
+    {
+        return Err(ApiError::NotFound(format!("no site {site:?}")));
+    }
+    let committed = ctx.store.write(&ctx.control, command).await?;
+    Ok(Json(Written {
+        index: committed.index,
+    }))
+}
+
+/// `POST /api/v1/reports`: a site agent's report.
+pub async fn report(
+    AxumState(ctx): AxumState<ApiContext>,
+    body: Bytes,
+) -> Result<Json<Written>, ApiError> {
+    let report: AgentReport = json(&body)?;
+    let site = report.site.clone();
+    ingest(&ctx, &site, Command::AgentReport(report)).await
+}
+
+/// `POST /api/v1/rtt`: a proxy's RTT aggregates.
+pub async fn rtt(
+    AxumState(ctx): AxumState<ApiContext>,
+    body: Bytes,
+) -> Result<Json<Written>, ApiError> {
+    let report: RttReport = json(&body)?;
+    let site = report.site.clone();
+    ingest(&ctx, &site, Command::RttSamples(report)).await
+}
+
+/// `GET /api/v1/rtt`: the RTT table (site -> client prefix -> RTT), as applied here.
+pub async fn rtt_table(AxumState(ctx): AxumState<ApiContext>) -> Json<RttTable> {
+    let machine = ctx.control.machine();
+    Json(RttTable {
+        applied: machine.applied,
+        rtt: (*machine.rtt).clone(),
+    })
+}
+
+/// `GET /api/v1/store`: raft status, peers, nodes added by membership changes.
+pub async fn status(AxumState(ctx): AxumState<ApiContext>) -> Json<StoreStatus> {
+    Json(StoreStatus {
+        node: ctx.store.status(),
+        peers: ctx.store.transport.peer_states(),
+        nodes: (*ctx.control.machine().nodes).clone(),
+    })
+}
+
+/// `POST /api/v1/store/nodes`: add a learner or a voter.
+pub async fn add_node(
+    AxumState(ctx): AxumState<ApiContext>,
+    body: Bytes,
+) -> Result<Json<MembershipProposed>, ApiError> {
+    let add: AddNode = json(&body)?;
+    if add.id == 0 {
+        return Err(ApiError::BadRequest("node ids start at 1".into()));
+    }
+    add.raft
+        .parse::<std::net::SocketAddr>()
+        .map_err(|_| ApiError::BadRequest(format!("raft {:?} is not an address:port", add.raft)))?;
+    let change = if add.learner.unwrap_or(true) {
+        Membership::AddLearner
+    } else {
+        Membership::AddVoter
+    };
+    let address = NodeAddress {
+        raft: add.raft,
+        api: add.api,
+    };
+    ctx.store
+        .change_membership(add.id, change, Some(address))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(MembershipProposed {
+        proposed: membership_name(change).into(),
+        id: add.id,
+    }))
+}
+
+fn membership_name(change: Membership) -> &'static str {
+    match change {
+        Membership::AddVoter => "add-voter",
+        Membership::AddLearner => "add-learner",
+        Membership::Remove => "remove",
+    }
+}
+
+/// `DELETE /api/v1/store/nodes/{id}`: remove a node from the cluster.
+pub async fn remove_node(
+    AxumState(ctx): AxumState<ApiContext>,
+    Path(id): Path<u64>,
+) -> Result<Json<MembershipProposed>, ApiError> {
+    let status = ctx.store.status();
+    if !status.voters.contains(&id) && !status.learners.contains(&id) {
+        return Err(ApiError::NotFound(format!(
+            "node {id} is not in the cluster"
+        )));
+    }
+    ctx.store
+        .change_membership(id, Membership::Remove, None)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(MembershipProposed {
+        proposed: membership_name(Membership::Remove).into(),
+        id,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchParams {
+    /// Resume after this applied index: the first line comes once the state is newer.
+    from: Option<u64>,
+}
+
+/// `GET /api/v1/watch?from=N`: newline-delimited JSON, one [`WatchLine`] per applied change
+/// (the whole state with its index), starting with the current state (or the first newer
+/// than `from`); a blank line every [`WATCH_HEARTBEAT`] while nothing changes.
+/// Level-triggered: a slow reader skips intermediate states, never the latest.
+pub async fn watch(
+    AxumState(ctx): AxumState<ApiContext>,
+    Query(params): Query<WatchParams>,
+) -> Response {
+    let applied = ctx.control.watch_applied();
+    let start = (ctx, applied, params.from, true);
+    let stream =
+        futures_util::stream::unfold(start, |(ctx, mut applied, after, first)| async move {
+            loop {
+                let index = *applied.borrow_and_update();
+                if after.is_none_or(|after| index > after) && (first || index > 0) {
+                    let snapshot = ctx.control.snapshot();
+                    let line = WatchLine {
+                        version: WIRE_VERSION,
+                        index: snapshot.store.applied,
+                        config_version: snapshot.config_version,
+                        degraded: snapshot.store.degraded_since.is_some(),
+                        state: state_view(&snapshot),
+                    };
+                    let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+                    bytes.push(b'\n');
+                    let next = Some(line.index.max(index));
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(Bytes::from(bytes)),
+                        (ctx, applied, next, false),
+                    ));
+                }
+                match tokio::time::timeout(WATCH_HEARTBEAT, applied.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return None,
+                    Err(_) => {
+                        return Some((Ok(Bytes::from_static(b"\n")), (ctx, applied, after, first)));
+                    }
+                }
+            }
+        });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}

@@ -2,7 +2,8 @@
 # Portico's test command: installs the real tools the end-to-end tests drive (dig, kdig,
 # unbound; samba and smbclient; libnfs's nfs-cp; Debian's python3 with boto3; chromium and
 # python3-websocket for the dashboard test) and protoc (raft-rs builds its protocol with
-# it), builds every binary and runs the whole test suite.
+# it), checks the formatting and the lints (the habits CI enforces, not only the hook),
+# builds every binary and runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -27,5 +28,7 @@ if ((${#missing[@]})); then
     ((guard)) && $sudo rm -f /usr/sbin/policy-rc.d
 fi
 
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
 cargo test --workspace --locked

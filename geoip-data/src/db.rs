@@ -7,7 +7,8 @@ use ipnet::{IpNet, Ipv6Net};
 use maxminddb::{MaxMindDbError, Reader, WithinOptions};
 use serde::Deserialize;
 
-use crate::{GeoError, Location};
+use crate::error::GeoError;
+use crate::location::Location;
 
 /// The checked-in test database, written by [`crate::generator::test_city_database`].
 const TEST_DATABASE: &[u8] = include_bytes!("../test-data/test-city.mmdb");

@@ -51,69 +51,15 @@
 //! ```
 
 mod db;
+mod error;
 pub mod generator;
+mod location;
 mod watch;
+
+pub use db::GeoDb;
+pub use error::GeoError;
+pub use location::Location;
+pub use watch::WatchedDb;
 
 #[cfg(test)]
 mod tests;
-
-use std::net::IpAddr;
-use std::path::PathBuf;
-
-pub use db::GeoDb;
-pub use watch::WatchedDb;
-
-/// Where a client address is, as far as the database knows; every field may be missing.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
-pub struct Location {
-    /// Continent code, e.g. `"EU"` (`continent.code`).
-    pub continent: Option<String>,
-    /// ISO 3166-1 alpha-2 country code, e.g. `"DE"` (`country.iso_code`).
-    pub country: Option<String>,
-    /// ISO code of the first (largest) subdivision, e.g. `"HE"`.
-    pub subdivision: Option<String>,
-    /// English city name (`city.names.en`).
-    pub city: Option<String>,
-    /// `(latitude, longitude)` in degrees; `None` in Country databases.
-    pub coordinates: Option<(f64, f64)>,
-}
-
-/// Why a database could not be opened or read.
-#[derive(Debug, thiserror::Error)]
-pub enum GeoError {
-    /// The file could not be read (or its metadata could not be read).
-    #[error("cannot read GeoIP database {}", path.display())]
-    Read {
-        /// The file that was read.
-        path: PathBuf,
-        /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The bytes are not a valid MaxMind DB.
-    #[error("invalid GeoIP database{}", describe(path.as_ref()))]
-    InvalidDatabase {
-        /// The file the bytes came from, `None` for [`GeoDb::from_bytes`].
-        path: Option<PathBuf>,
-        /// What the reader found wrong.
-        #[source]
-        source: maxminddb::MaxMindDbError,
-    },
-    /// Looking up or decoding the record of an address failed (a corrupt database).
-    #[error("GeoIP lookup of {ip} failed")]
-    Lookup {
-        /// The address looked up.
-        ip: IpAddr,
-        /// What the reader found wrong.
-        #[source]
-        source: maxminddb::MaxMindDbError,
-    },
-    /// Walking the networks of the database failed (a corrupt database).
-    #[error("listing the networks of the GeoIP database failed")]
-    Networks(#[source] maxminddb::MaxMindDbError),
-}
-
-fn describe(path: Option<&PathBuf>) -> String {
-    path.map(|p| format!(" {}", p.display()))
-        .unwrap_or_default()
-}

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::{GeoDb, GeoError};
+use crate::db::GeoDb;
+use crate::error::GeoError;
 
 /// A database loaded from a file and reloaded when the file changes.
 ///

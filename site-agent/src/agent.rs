@@ -23,7 +23,7 @@ use crate::metrics::ReportCounters;
 use crate::probe::http::Transport;
 use crate::probe::{self, Verdict, bounded};
 use crate::sigv4::Credentials;
-use crate::tracker::Tracker;
+use crate::tracker::{Tracker, Trackers};
 
 /// Everything the agent needs to run.
 #[derive(Debug, Clone)]
@@ -166,9 +166,6 @@ fn offset(target: &Target) -> Duration {
     let interval = target.check.interval.as_millis().max(1) as u64;
     Duration::from_millis(hasher.finish() % interval)
 }
-
-/// Every member's tracker, shared by the probe tasks, the reporter and the metrics.
-pub type Trackers = Arc<Mutex<BTreeMap<(String, String), Tracker>>>;
 
 /// Probes one member forever.
 async fn member_loop(

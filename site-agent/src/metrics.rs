@@ -7,8 +7,7 @@ use std::time::Duration;
 use topology::Health;
 use topology::exposition::{Exposition, Kind, PerItem};
 
-use crate::agent::Trackers;
-use crate::tracker::Tracker;
+use crate::tracker::{Tracker, Trackers};
 
 /// Report counters, shared with the reporter.
 #[derive(Debug, Default)]

@@ -164,6 +164,10 @@ impl Tracker {
     }
 }
 
+/// Every member's tracker, shared by the probe tasks, the reporter and the metrics.
+pub type Trackers =
+    std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<(String, String), Tracker>>>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,7 +65,7 @@ members = [{}]
         ])
         .env("PORTICO_S3_ACCESS_KEY", ACCESS_KEY)
         .env("PORTICO_S3_SECRET_KEY", SECRET_KEY)
-        .env("RUST_LOG", "warn")
+        .env("PORTICO_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

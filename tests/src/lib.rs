@@ -7,8 +7,8 @@
 
 pub mod relay;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -166,6 +166,24 @@ impl DnsNode {
         let _ = self.child.wait();
     }
 
+    /// Sends a signal (`-STOP`, `-CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// What the process wrote to standard error since the last call (it keeps running).
+    pub fn new_log_lines(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+
+    /// Rewrites `portico.toml` in the node's directory (read at the next start).
+    pub fn rewrite_config(&self, config: &str) {
+        self.dir.write("portico.toml", config);
+    }
+
     /// Starts the process again with the same arguments and directory (the store's data
     /// survives); ephemeral DNS and admin ports change.
     pub fn restart(&mut self) {
@@ -221,7 +239,7 @@ fn spawn_node(args: &[String], dir: &TempDir) -> Spawned {
     let mut child = Command::new(binary("gslb-dns"))
         .args(args)
         .current_dir(dir.path())
-        .env("RUST_LOG", "info")
+        .env("PORTICO_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -266,6 +284,7 @@ fn spawn_node(args: &[String], dir: &TempDir) -> Spawned {
 
 impl Drop for DnsNode {
     fn drop(&mut self) {
+        self.signal("-CONT");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -284,6 +303,19 @@ fn forward_lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     rx
 }
 
+/// Runs `portico --api <api> <args>`; (exit code, stdout, stderr).
+pub fn portico_at(api: &[SocketAddr], args: &[&str]) -> (i32, String, String) {
+    let apis: Vec<String> = api.iter().map(ToString::to_string).collect();
+    let output = run(Command::new(binary("portico"))
+        .args(["--api", &apis.join(",")])
+        .args(args));
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Runs `dig` against `server` and returns its standard output.
 pub fn dig_at(server: SocketAddr, args: &[&str]) -> String {
     let output = run(Command::new("dig")
@@ -291,6 +323,18 @@ pub fn dig_at(server: SocketAddr, args: &[&str]) -> String {
         .args(["-p", &server.port().to_string(), "+time=2", "+tries=1"])
         .args(args));
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The sorted `+short` A answers of `server` for `name`, asked as a client in `subnet`
+/// (ECS).
+pub fn answers_for(server: SocketAddr, name: &str, subnet: &str) -> Vec<String> {
+    let mut lines: Vec<String> =
+        dig_at(server, &["+short", name, "A", &format!("+subnet={subnet}")])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+    lines.sort();
+    lines
 }
 
 /// Runs `kdig` against `server` and returns its standard output.
@@ -360,7 +404,27 @@ pub fn udp_exchange(server: SocketAddr, packet: &[u8], wait: Duration) -> Option
     None
 }
 
-/// A minimal HTTP/1.1 client (one request per connection) for the admin API.
+/// The runtime the harness's API calls run on (the tests themselves are threads).
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("the harness runtime")
+    })
+}
+
+/// Portico's API client for one node (the client every Portico process uses).
+pub fn api_client(addr: SocketAddr) -> portico_client::ApiClient {
+    let mut options = portico_client::ClientOptions::new(vec![addr.to_string()]);
+    options.connect_timeout = Duration::from_secs(2);
+    options.timeout = Duration::from_secs(10);
+    portico_client::ApiClient::new(options).expect("an API client")
+}
+
+/// One request to the admin API through Portico's API client; returns (status, body).
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     try_http(addr, method, path, body)
         .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"))
@@ -396,50 +460,51 @@ pub fn try_http_with(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let body = body.unwrap_or("");
-    let extra: String = headers
-        .iter()
-        .map(|(name, value)| format!("{name}: {value}\r\n"))
-        .collect();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes())?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, mut payload) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let owned;
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        owned = dechunk(payload);
-        payload = &owned;
-    }
-    Ok((status, payload.to_owned()))
+    let method = portico_client::Method::from_bytes(method.as_bytes())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let client = api_client(addr);
+    let body = body.map(|b| b.as_bytes().to_vec());
+    runtime()
+        .block_on(client.raw(method, path, headers, body))
+        .map(|(status, bytes)| (status, String::from_utf8_lossy(&bytes).into_owned()))
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
+/// Follows a node's watch stream (after `from`) through Portico's API client until `done`
+/// says so; every line read, as typed.
+pub fn watch_until(
+    addr: SocketAddr,
+    from: Option<u64>,
+    within: Duration,
+    mut done: impl FnMut(&topology::wire::views::WatchLine) -> bool,
+) -> Vec<topology::wire::views::WatchLine> {
+    use portico_client::watch::WatchEvent;
+    let client = api_client(addr);
+    runtime().block_on(async {
+        let mut watch = client.watch(from).await.expect("the watch stream opens");
+        let mut lines = Vec::new();
+        let read = tokio::time::timeout(within, async {
+            loop {
+                match watch.next().await.expect("the watch stream stays open") {
+                    Some(WatchEvent::Line(line)) => {
+                        let stop = done(&line);
+                        lines.push(*line);
+                        if stop {
+                            return;
+                        }
+                    }
+                    Some(WatchEvent::Undecodable(error)) => panic!("an unreadable line: {error}"),
+                    None => panic!("the watch stream ended"),
+                }
+            }
+        })
+        .await;
+        assert!(
+            read.is_ok(),
+            "the watch stream did not show it within {within:?}"
+        );
+        lines
+    })
 }
 
 /// A real S3 node (s3s-fs, which checks SigV4) as its own process, so it can be stopped.
@@ -763,14 +828,7 @@ impl DemoFabric {
 
     /// Runs `portico --api <node 1> <args>`; (exit code, stdout, stderr).
     pub fn portico(&self, args: &[&str]) -> (i32, String, String) {
-        let output = run(Command::new(binary("portico"))
-            .args(["--api", &self.admin[0].to_string()])
-            .args(args));
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        portico_at(&self.admin[..1], args)
     }
 }
 

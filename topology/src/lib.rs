@@ -31,7 +31,7 @@ pub mod wire;
 pub use classes::{ClassId, ClassTable, UNKNOWN_CLASS};
 pub use config::{Config, ConfigError, DEFAULT_CONFIG, deployment_document};
 pub use explain::{Explain, explain};
-pub use geo::{ClientLocation, Coordinates, GeoLocation};
+pub use geo::{ClientLocation, GeoLocation};
 pub use model::*;
 pub use name::DomainName;
 pub use select::{ClientClass, Family, Selection, Variant, classify, select};

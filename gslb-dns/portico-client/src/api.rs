@@ -5,7 +5,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode, Url};
+pub use reqwest::Method;
+use reqwest::{StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use topology::wire::config::{
@@ -17,7 +18,11 @@ use topology::wire::views::{
 };
 use topology::wire::{AgentReport, ErrorBody, RttReport, Target, Written};
 
+pub use crate::error::ClientError;
 use crate::watch::Watch;
+
+/// How long to wait before trying again when every node said 503 (no leader for a moment).
+const UNAVAILABLE_PAUSE: Duration = Duration::from_millis(200);
 
 /// How to reach the API.
 #[derive(Debug, Clone)]
@@ -40,53 +45,6 @@ impl ClientOptions {
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(5),
         }
-    }
-}
-
-/// Why a call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("no admin API address given")]
-    NoNodes,
-    #[error("{0:?} is not an admin API address (host:port or http://host:port)")]
-    BadAddress(String),
-    #[error("cannot set up the HTTP client: {0}")]
-    Setup(String),
-    /// No node answered (connection refused, timed out, or every node was unavailable).
-    #[error("{method} {path}: no admin API answered ({tried})")]
-    Unreachable {
-        method: Method,
-        path: String,
-        tried: String,
-    },
-    /// A node answered with an error.
-    #[error("{method} {path}: {status}: {}", body.error)]
-    Refused {
-        method: Method,
-        path: String,
-        status: u16,
-        body: Box<ErrorBody>,
-    },
-    /// A node answered with something this client cannot read (a missing field, say).
-    #[error("{method} {path}: the answer is not what this client reads: {error}")]
-    Decode {
-        method: Method,
-        path: String,
-        error: String,
-    },
-}
-
-impl ClientError {
-    /// The HTTP status of a refused call.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ClientError::Refused { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, ClientError::Unreachable { .. })
     }
 }
 
@@ -156,6 +114,23 @@ impl ApiClient {
         self.nodes[i].as_str().trim_end_matches('/').to_owned()
     }
 
+    /// One request as given: `target` is a path with its query, `headers` are added, a
+    /// body without a `Content-Type` header is sent as JSON. The status and body as they
+    /// came, tried on each node like any call. For tools and tests that look at the
+    /// exchange itself (a refusal's status, a malformed body's answer).
+    pub async fn raw(
+        &self,
+        method: Method,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, bytes::Bytes), ClientError> {
+        let (status, bytes) = self
+            .exchange_with(method, target, &[], headers, body, self.timeout)
+            .await?;
+        Ok((status.as_u16(), bytes))
+    }
+
     /// Sends one request, trying each node once from the preferred one; the first answer
     /// that is not "unreachable" or 503 decides. Returns the status and body.
     async fn exchange(
@@ -166,55 +141,90 @@ impl ApiClient {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<(StatusCode, bytes::Bytes), ClientError> {
-        let start = self.preferred.load(Ordering::Relaxed);
-        let mut tried = Vec::new();
-        for attempt in 0..self.nodes.len() {
-            let i = (start + attempt) % self.nodes.len();
-            let mut url = self.nodes[i].join(path).map_err(|_| ClientError::Decode {
-                method: method.clone(),
-                path: path.to_owned(),
-                error: "not a path".into(),
-            })?;
-            if !query.is_empty() {
-                url.query_pairs_mut()
-                    .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
-            }
-            let mut request = self.http.request(method.clone(), url).timeout(timeout);
-            if let Some(token) = &self.token {
-                request = request.bearer_auth(token);
-            }
-            if let Some(body) = &body {
-                request = request
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-            }
-            let node = self.nodes[i].as_str().trim_end_matches('/');
-            let answered = async {
-                let response = request.send().await?;
-                let status = response.status();
-                Ok::<_, reqwest::Error>((status, response.bytes().await?))
-            }
-            .await;
-            match answered {
-                Ok((StatusCode::SERVICE_UNAVAILABLE, body)) if attempt + 1 < self.nodes.len() => {
-                    tracing::debug!(%node, %path, "unavailable; trying the next node");
-                    tried.push(format!("{node}: 503 {}", error_body(&body).error));
+        self.exchange_with(method, path, query, &[], body, timeout)
+            .await
+    }
+
+    async fn exchange_with(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, bytes::Bytes), ClientError> {
+        // A store between leaders answers 503 everywhere for a moment: try the nodes
+        // again, within the request's time, before saying so.
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let start = self.preferred.load(Ordering::Relaxed);
+            let mut tried = Vec::new();
+            let mut unavailable = None;
+            for attempt in 0..self.nodes.len() {
+                let i = (start + attempt) % self.nodes.len();
+                let mut url = self.nodes[i].join(path).map_err(|_| ClientError::Decode {
+                    method: method.clone(),
+                    path: path.to_owned(),
+                    error: "not a path".into(),
+                })?;
+                if !query.is_empty() {
+                    url.query_pairs_mut()
+                        .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
                 }
-                Ok((status, body)) => {
-                    self.preferred.store(i, Ordering::Relaxed);
-                    return Ok((status, body));
+                let mut request = self.http.request(method.clone(), url).timeout(timeout);
+                if let Some(token) = &self.token {
+                    request = request.bearer_auth(token);
                 }
-                Err(e) => {
-                    tracing::debug!(%node, %path, error = %e, "no answer; trying the next node");
-                    tried.push(format!("{node}: {}", describe(&e)));
+                for (name, value) in headers {
+                    request = request.header(*name, *value);
+                }
+                if let Some(body) = &body {
+                    let typed = headers
+                        .iter()
+                        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+                    if !typed {
+                        request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+                    }
+                    request = request.body(body.clone());
+                }
+                let node = self.nodes[i].as_str().trim_end_matches('/');
+                let answered = async {
+                    let response = request.send().await?;
+                    let status = response.status();
+                    Ok::<_, reqwest::Error>((status, response.bytes().await?))
+                }
+                .await;
+                match answered {
+                    Ok((StatusCode::SERVICE_UNAVAILABLE, body)) => {
+                        tracing::debug!(%node, %path, "unavailable; trying the next node");
+                        tried.push(format!("{node}: 503 {}", error_body(&body).error));
+                        unavailable = Some((StatusCode::SERVICE_UNAVAILABLE, body));
+                    }
+                    Ok((status, body)) => {
+                        self.preferred.store(i, Ordering::Relaxed);
+                        return Ok((status, body));
+                    }
+                    Err(e) => {
+                        tracing::debug!(%node, %path, error = %e, "no answer; trying the next node");
+                        tried.push(format!("{node}: {}", describe(&e)));
+                    }
+                }
+            }
+            match unavailable {
+                Some(_) if tokio::time::Instant::now() + UNAVAILABLE_PAUSE < deadline => {
+                    tokio::time::sleep(UNAVAILABLE_PAUSE).await;
+                }
+                Some(answer) => return Ok(answer),
+                None => {
+                    return Err(ClientError::Unreachable {
+                        method,
+                        path: path.to_owned(),
+                        tried: tried.join("; "),
+                    });
                 }
             }
         }
-        Err(ClientError::Unreachable {
-            method,
-            path: path.to_owned(),
-            tried: tried.join("; "),
-        })
     }
 
     /// A call with a JSON body (or none) and a JSON answer of type `T`.

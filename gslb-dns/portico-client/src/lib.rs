@@ -12,7 +12,9 @@
 
 pub mod api;
 pub mod dns;
+pub mod error;
 pub mod process;
 pub mod watch;
 
-pub use api::{ApiClient, ClientError, ClientOptions};
+pub use api::{ApiClient, ClientOptions, Method};
+pub use error::ClientError;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use topology::wire::views::WatchLine;
 
-use crate::api::ClientError;
+use crate::error::ClientError;
 
 /// A server sends a heartbeat every few seconds; this long without a byte means it is gone.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);

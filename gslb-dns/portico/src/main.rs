@@ -7,6 +7,11 @@
 //! converge); 2 bad usage; 3 no API could be reached.
 #![allow(clippy::print_stdout)]
 
+/// `println!` that ends the program quietly on a closed pipe ([`show::say`]).
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::show::say(format_args!($($arg)*)) };
+}
+
 mod demo;
 mod show;
 
@@ -319,7 +324,7 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             if cli.json {
                 show::json(&report);
             } else {
-                print!("{}", report.summary);
+                say!("{}", report.summary.trim_end());
             }
             if report.status != DrillStatus::Converged {
                 return Err(Failure(
@@ -442,7 +447,7 @@ async fn action(
     if cli.json {
         show::json(&done);
     } else {
-        println!(
+        say!(
             "{} {}: {} (store index {})",
             target.kind,
             target.name,

@@ -6,8 +6,17 @@ use topology::select::Outcome;
 use topology::wire::config::{ConfigHistory, ConfigOutcome, ConfigView, RegionAnswer};
 use topology::wire::views::{Change, ExplainView, MemberView, StateView, StoreStatus};
 
+/// Writes a line to standard output. A closed pipe (`portico history | head`) ends the
+/// program quietly, as it does other command-line tools.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+        std::process::exit(0);
+    }
+}
+
 pub fn json(value: &impl Serialize) {
-    println!(
+    say!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
@@ -55,7 +64,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             .enumerate()
             .map(|(i, c)| format!("{c:<width$}", width = widths[i]))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        say!("{}", padded.join("  ").trim_end());
     };
     line(header.iter().map(|h| (*h).to_string()).collect());
     for row in rows {
@@ -122,7 +131,7 @@ pub fn members(rows: &[MemberRow]) {
 
 pub fn status(state: &StateView, store: &StoreStatus) {
     let node = &store.node;
-    println!(
+    say!(
         "zone {}  deployment version {}  store: node {} {} (leader {}, term {}, applied {}){}",
         state.zone,
         state.config_version,
@@ -137,7 +146,7 @@ pub fn status(state: &StateView, store: &StoreStatus) {
             ""
         }
     );
-    println!();
+    say!("");
     let sites: Vec<Vec<String>> = state
         .sites
         .iter()
@@ -158,7 +167,7 @@ pub fn status(state: &StateView, store: &StoreStatus) {
         })
         .collect();
     table(&["SITE", "ADMIN", "ELIGIBLE", "LAST REPORT"], &sites);
-    println!();
+    say!("");
     let services: Vec<Vec<String>> = state
         .services
         .iter()
@@ -194,9 +203,11 @@ pub fn history(changes: &[&Change]) {
 
 pub fn explain(view: &ExplainView) {
     let e = &view.explain;
-    println!(
+    say!(
         "client {} (located by {}; ECS scope /{})",
-        view.client, view.located_by, view.ecs_scope
+        view.client,
+        view.located_by,
+        view.ecs_scope
     );
     let (kind, site) = match &e.explanation.outcome {
         Outcome::Site { site, .. } => ("site", site.clone()),
@@ -204,18 +215,18 @@ pub fn explain(view: &ExplainView) {
         Outcome::FailOpen { site } => ("fail-open", site.clone()),
         Outcome::Nodata { why } => ("nodata", why.clone()),
     };
-    println!(
+    say!(
         "policy {}, order by {}; answer: {kind} {site}",
         e.explanation.policy.name(),
         e.explanation.order_source
     );
     let list: Vec<String> = e.answers.iter().map(ToString::to_string).collect();
-    println!("addresses: {}", list.join(" "));
+    say!("addresses: {}", list.join(" "));
     for site in &e.explanation.sites {
-        println!("  {}", site.headline());
+        say!("  {}", site.headline());
         for m in &site.members {
             if let Some(why) = &m.ineligible {
-                println!("      {} {}: {why}", m.node, m.address);
+                say!("      {} {}: {why}", m.node, m.address);
             }
         }
     }
@@ -223,8 +234,8 @@ pub fn explain(view: &ExplainView) {
 
 pub fn config(view: &ConfigView) {
     match view.version {
-        0 => println!("# the store has no deployment yet: this node answers from its own file"),
-        version => println!(
+        0 => say!("# the store has no deployment yet: this node answers from its own file"),
+        version => say!(
             "# deployment version {version}, applied at index {} by {}: {}",
             view.index,
             view.who.as_deref().unwrap_or("-"),
@@ -232,9 +243,9 @@ pub fn config(view: &ConfigView) {
         ),
     }
     if view.file_differs {
-        println!("# note: this node's own file describes another deployment");
+        say!("# note: this node's own file describes another deployment");
     }
-    print!("{}", view.document);
+    say!("{}", view.document.trim_end());
 }
 
 pub fn config_history(history: &ConfigHistory) {
@@ -284,20 +295,20 @@ fn answer(answer: &Option<RegionAnswer>) -> String {
 pub fn outcome(outcome: &ConfigOutcome) {
     let diff = &outcome.diff;
     match (outcome.dry_run, outcome.version) {
-        (true, _) => println!(
+        (true, _) => say!(
             "compared with deployment version {}: {} (nothing applied)",
             outcome.from_version,
             diff.summary()
         ),
         (false, Some(version)) if version == outcome.from_version => {
-            println!("deployment version {version} already is this: nothing to apply")
+            say!("deployment version {version} already is this: nothing to apply")
         }
-        (false, Some(version)) => println!(
+        (false, Some(version)) => say!(
             "deployment version {version} applied at store index {}: {}",
             outcome.index.unwrap_or(0),
             diff.summary()
         ),
-        (false, None) => println!("{}", diff.summary()),
+        (false, None) => say!("{}", diff.summary()),
     }
     for (mark, names) in [
         ("+", &diff.added),
@@ -305,14 +316,14 @@ pub fn outcome(outcome: &ConfigOutcome) {
         ("~", &diff.changed),
     ] {
         for name in names {
-            println!("  {mark} {name}");
+            say!("  {mark} {name}");
         }
     }
     let changed: Vec<_> = outcome.answers.iter().filter(|a| a.changed).collect();
     if changed.is_empty() {
-        println!("answers: no client region's answer changes");
+        say!("answers: no client region's answer changes");
     } else {
-        println!("answers that change:");
+        say!("answers that change:");
         let rows: Vec<Vec<String>> = changed
             .iter()
             .map(|a| {

@@ -9,7 +9,8 @@ use topology::wire::views::{ActionDone, ActionRequest};
 use topology::wire::{AdminAction, Command, Target};
 
 use super::auth::Caller;
-use super::{ApiContext, ApiError, json};
+use super::context::{ApiContext, json};
+use super::error::ApiError;
 
 fn parse_action(action: &str) -> Result<AdminState, ApiError> {
     match action {

@@ -12,7 +12,8 @@ use topology::wire::config::{
 };
 
 use super::auth::Caller;
-use super::{ApiContext, ApiError, json};
+use super::context::{ApiContext, json};
+use super::error::ApiError;
 use crate::deployment::{ChangeError, Prepared, Source, prepare};
 use crate::store::WriteError;
 

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use topology::wire::drill::{DrillList, DrillReport, DrillRequest, DrillStarted};
 
 use super::auth::Caller;
-use super::{ApiContext, ApiError, json};
+use super::context::{ApiContext, json};
+use super::error::ApiError;
 use crate::drill::{DrillContext, PlanError, nodes_to_ask, plan};
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@
 pub mod actions;
 pub mod auth;
 pub mod config;
+pub mod context;
 pub mod drills;
 pub mod error;
 pub mod state;
@@ -17,24 +18,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{delete, get, post};
 
+pub use context::{ApiContext, json};
 pub use error::ApiError;
-
-use crate::control::Control;
-use crate::drill::Drills;
-use crate::metrics::Metrics;
-
-/// What the handlers share.
-#[derive(Debug, Clone)]
-pub struct ApiContext {
-    pub control: Arc<Control>,
-    pub metrics: Arc<Metrics>,
-    pub store: Arc<crate::store::Store>,
-    /// This node's DNS addresses (drills ask them).
-    pub dns: Vec<std::net::SocketAddr>,
-    pub drills: Arc<Drills>,
-    /// This node's file's deployment document (to tell whether the store's differs).
-    pub file_document: Arc<String>,
-}
 
 /// The admin API's routes (the auth middleware goes around them, see [`serve`]).
 pub fn router(context: ApiContext) -> Router {
@@ -89,9 +74,4 @@ pub async fn serve(
     if let Err(e) = served {
         tracing::error!(error = %e, "admin API stopped");
     }
-}
-
-/// A request body as `T`, or a 400 that says what is wrong with it.
-pub fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))
 }

@@ -15,7 +15,8 @@ use topology::wire::views::{
 };
 use topology::{AdminState, ClientLocation, DomainName, Family};
 
-use super::{ApiContext, ApiError};
+use super::context::ApiContext;
+use super::error::ApiError;
 use crate::dns::Snapshot;
 
 /// `GET /api/v1/state`.

@@ -17,8 +17,9 @@ use topology::wire::views::{
 };
 use topology::wire::{AgentReport, Command, RttReport, WIRE_VERSION, Written};
 
+use super::context::{ApiContext, json};
+use super::error::ApiError;
 use super::state::state_view;
-use super::{ApiContext, ApiError, json};
 
 /// How often the watch stream sends a blank line while nothing changes, so a reader can
 /// tell a quiet stream from a dead one.

@@ -3,7 +3,8 @@
 //!
 //! Per-service and per-site counters are kept by name, not by the deployment's dense ids
 //! (a new deployment version renumbers them): every name gets a slot once, for the life of
-//! the process, and each snapshot carries the slots of its deployment ([`MetricSlots`]).
+//! the process, and each snapshot carries the slots of its deployment
+//! ([`MetricSlots`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use topology::Deployment;
 
-use crate::dns::Outcome;
+use super::Outcome;
+use super::snapshot::MetricSlots;
 
 /// Response codes counted one by one (higher ones share the last slot).
 pub const RCODES: usize = 17;
@@ -26,14 +28,6 @@ const TRUNCATED: usize = RCODES + 1;
 const TCP: usize = RCODES + 2;
 const FIXED: usize = RCODES + 3;
 const LEN: usize = FIXED + MAX_SERVICES + MAX_SERVICES * MAX_SITES;
-
-/// Where a deployment's services and sites are counted: slot per `ServiceId` and `SiteId`
-/// (`None`: beyond the slots there are).
-#[derive(Debug, Clone, Default)]
-pub struct MetricSlots {
-    pub services: Vec<Option<u16>>,
-    pub sites: Vec<Option<u16>>,
-}
 
 /// One worker's counters: by rcode, dropped, truncated, TCP queries, per service, per
 /// (service, site) answer.

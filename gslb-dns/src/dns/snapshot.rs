@@ -12,7 +12,6 @@ use topology::{
     SiteId, State, Timestamp,
 };
 
-use super::counters::MetricSlots;
 use super::zone::{ZoneData, rr_tail};
 
 /// One rotation of a service answer, encoded: `count` records without owner names.
@@ -113,6 +112,14 @@ impl AnswerTable {
     pub fn location_scoped(&self, service: ServiceId) -> bool {
         self.location_scoped[service.0 as usize]
     }
+}
+
+/// Where a deployment's services and sites are counted: slot per `ServiceId` and `SiteId`
+/// (`None`: beyond the slots there are).
+#[derive(Debug, Clone, Default)]
+pub struct MetricSlots {
+    pub services: Vec<Option<u16>>,
+    pub sites: Vec<Option<u16>>,
 }
 
 /// Everything a query needs, immutable.

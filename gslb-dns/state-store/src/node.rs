@@ -170,6 +170,7 @@ impl Node {
             tick: options.tick,
             election: options.tick * options.raft.election_ticks as u32,
             no_leader_since: None,
+            last_contact: (Instant::now(), now()),
             proposals: 0,
             proposals_failed: 0,
             latency_sum_us: 0,
@@ -315,6 +316,11 @@ struct Loop {
     tick: Duration,
     election: Duration,
     no_leader_since: Option<(Instant, Timestamp)>,
+    /// The last moment this node knew the cluster worked: it was the leader (check_quorum
+    /// makes a leader without a quorum step down), or a message came from the leader.
+    /// Degradation dates from here, so staleness freezes at the moment quorum was lost,
+    /// not at the moment that was noticed (an election timeout later).
+    last_contact: (Instant, Timestamp),
     proposals: u64,
     proposals_failed: u64,
     latency_sum_us: u64,
@@ -359,7 +365,13 @@ impl Loop {
 
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Raft(message) => self.replica.step(message),
+            Input::Raft(message) => {
+                let from_leader = message.from == self.replica.leader();
+                self.replica.step(message);
+                if from_leader {
+                    self.last_contact = (Instant::now(), now());
+                }
+            }
             Input::Propose { envelope, reply } => {
                 self.proposals += 1;
                 let id = envelope.id.clone();
@@ -426,9 +438,11 @@ impl Loop {
         let leaderless = raft.leader == raft::INVALID_ID
             || matches!(raft.role, StateRole::Candidate | StateRole::PreCandidate);
         let clustered = raft.voters.len() > 1 || !raft.voters.contains(&raft.id);
+        if raft.role == StateRole::Leader {
+            self.last_contact = (Instant::now(), now());
+        }
         if leaderless && clustered {
-            self.no_leader_since
-                .get_or_insert_with(|| (Instant::now(), now()));
+            self.no_leader_since.get_or_insert(self.last_contact);
         } else {
             self.no_leader_since = None;
         }

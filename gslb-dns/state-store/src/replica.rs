@@ -175,6 +175,11 @@ impl Replica {
         }
     }
 
+    /// The leader this replica knows (0: none).
+    pub fn leader(&self) -> u64 {
+        self.raw.raft.leader_id
+    }
+
     pub fn tick(&mut self) {
         if !self.removed {
             self.raw.tick();

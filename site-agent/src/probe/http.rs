@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{Verdict, connect};
+use super::io::connect;
+use super::verdict::Verdict;
 
 /// The most of a response the probe reads.
 const MAX_RESPONSE: usize = 64 * 1024;

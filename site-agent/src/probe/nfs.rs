@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 
-use super::{Verdict, connect, read_exact};
+use super::io::{connect, read_exact};
+use super::verdict::Verdict;
 
 /// The NFS program number.
 pub const NFS_PROGRAM: u32 = 100_003;

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::Verdict;
 use super::http::{Transport, exchange_with_body};
+use super::verdict::Verdict;
 use crate::sigv4::{self, Credentials, EMPTY_PAYLOAD_SHA256};
 
 /// What the `s3` probe asks of a member.

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 
-use super::{Verdict, connect, read_exact};
+use super::io::{connect, read_exact};
+use super::verdict::Verdict;
 
 /// The dialects offered: SMB 2.0.2, 2.1, 3.0, 3.0.2.
 const DIALECTS: [u16; 4] = [0x0202, 0x0210, 0x0300, 0x0302];

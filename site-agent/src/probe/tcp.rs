@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{Verdict, connect};
+use super::io::connect;
+use super::verdict::Verdict;
 
 /// Connects and closes.
 pub async fn probe(target: SocketAddr) -> Verdict {

@@ -114,50 +114,26 @@ fn metrics_count_queries_by_rcode_service_and_site() {
     );
 }
 
-/// Reads newline-delimited JSON from a streaming GET until `done` accepts a line.
-fn read_stream_until(
-    addr: std::net::SocketAddr,
-    path: &str,
-    mut done: impl FnMut(&serde_json::Value) -> bool,
-) -> Vec<serde_json::Value> {
-    use std::io::{BufRead, BufReader, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut lines = Vec::new();
-    for line in BufReader::new(stream).lines() {
-        let line = line.expect("the watch stream stays open");
-        if let Some(start) = line.find('{') {
-            let value: serde_json::Value = serde_json::from_str(&line[start..]).unwrap();
-            let stop = done(&value);
-            lines.push(value);
-            if stop {
-                break;
-            }
-        }
-    }
-    lines
-}
-
 #[test]
 fn watch_streams_applied_state_and_resumes_from_an_index() {
     let node = DnsNode::start(CONFIG, false);
     let admin = node.admin.unwrap();
-    let first = read_stream_until(admin, "/api/v1/watch", |_| true);
-    let start = first[0]["index"].as_u64().unwrap();
-    assert_eq!(first[0]["degraded"], false);
+    let within = Duration::from_secs(5);
+    let first = tests::watch_until(admin, None, within, |_| true);
+    let start = first[0].index;
+    assert!(!first[0].degraded);
+    assert_eq!(first[0].config_version, 1, "the seeded deployment");
     let writer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
         tests::http(admin, "POST", "/api/v1/members/s3/fra-2/drain", None)
     });
     // Resuming after `start`: newer states only, until the drain shows.
-    let drained =
-        |line: &serde_json::Value| line["state"]["services"][0]["members"][1]["admin"] == "drained";
-    let lines = read_stream_until(admin, &format!("/api/v1/watch?from={start}"), drained);
+    let drained = |line: &topology::wire::views::WatchLine| {
+        line.state.services[0].members[1].admin == topology::AdminState::Drained
+    };
+    let lines = tests::watch_until(admin, Some(start), within, drained);
     assert_eq!(writer.join().unwrap().0, 200);
-    let indexes: Vec<u64> = lines.iter().map(|l| l["index"].as_u64().unwrap()).collect();
+    let indexes: Vec<u64> = lines.iter().map(|l| l.index).collect();
     assert!(indexes[0] > start, "resumed after {start}: {indexes:?}");
     assert!(
         indexes.windows(2).all(|w| w[0] < w[1]),
@@ -165,7 +141,7 @@ fn watch_streams_applied_state_and_resumes_from_an_index() {
     );
     assert!(drained(lines.last().unwrap()));
     assert_eq!(
-        lines.last().unwrap()["state"]["services"][0]["members"][1]["node"],
+        lines.last().unwrap().state.services[0].members[1].node,
         "fra-2"
     );
 }

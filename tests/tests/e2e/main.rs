@@ -2,8 +2,10 @@
 //! `unbound`), plus repository checks. One test binary, as hickory-dns does it.
 
 mod admin_api;
+mod agent_reports;
 mod cluster;
 mod config_errors;
+mod deployment;
 mod discovery;
 mod dns_protocol;
 mod failover;
@@ -14,6 +16,7 @@ mod probes;
 mod proxy;
 mod resolver;
 mod tidy;
+mod wire_versions;
 
 /// A deployment exercising every protocol case: site networks, GeoIP, IPv6 members, TTL 0,
 /// a large RRset for truncation, a short TCP idle timeout.

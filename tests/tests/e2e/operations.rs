@@ -6,24 +6,11 @@
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{DemoFabric, TempDir, assert_eventually, dig_at, run};
+use tests::{DemoFabric, TempDir, assert_eventually, run};
 
 /// The sorted `+short` answers of `node` for a client in `subnet`.
 fn answers(node: std::net::SocketAddr, subnet: &str) -> Vec<String> {
-    let mut lines: Vec<String> = dig_at(
-        node,
-        &[
-            "+short",
-            "s3.storage.example",
-            "A",
-            &format!("+subnet={subnet}"),
-        ],
-    )
-    .lines()
-    .map(str::to_owned)
-    .collect();
-    lines.sort();
-    lines
+    tests::answers_for(node, "s3.storage.example", subnet)
 }
 
 const REGIONS: [(&str, &str, [&str; 2]); 3] = [
@@ -286,6 +273,8 @@ try:
         "store": evaluate("document.getElementById('store').textContent"),
         "before": evaluate(f"document.querySelector('#{row}').cells[5].textContent"),
         "sparklines": evaluate("document.querySelectorAll('svg.spark').length"),
+        "deployment": wait_for("document.querySelector('#version-1') && document.getElementById('deployment').textContent", "the deployment panel"),
+        "versions": evaluate("[...document.querySelectorAll('#versions tbody tr')].map(r => r.cells[0].textContent + ' ' + r.cells[3].textContent)"),
     }
     x, y = evaluate(f"(() => {{ const b = document.getElementById('{button}'); b.scrollIntoView({{block: 'center'}}); const r = b.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
     for kind in ("mousePressed", "mouseReleased"):
@@ -352,6 +341,19 @@ fn the_dashboard_in_headless_chromium_shows_the_fabric_and_drains_a_member() {
         "{rendered}"
     );
     assert_eq!(rendered["sparklines"], 6);
+    // The deployment panel: the version the answers come from, who made it and why.
+    let deployment = rendered["deployment"].as_str().unwrap();
+    assert!(
+        deployment.starts_with("Version 1, applied at store index")
+            && deployment.contains("seeded from node"),
+        "{rendered}"
+    );
+    assert!(
+        rendered["versions"]
+            .to_string()
+            .contains("1 (current) node"),
+        "{rendered}"
+    );
     assert_eq!(rendered["before"], "active");
     assert_eq!(rendered["after"], "drained");
     assert!(

@@ -17,7 +17,7 @@ use tests::{
 };
 
 /// A deployment of one site (`fra`) with `services` (name, members as (node, address)).
-fn deployment(services: &[(&str, Vec<(&str, SocketAddr)>)]) -> String {
+pub(crate) fn deployment(services: &[(&str, Vec<(&str, SocketAddr)>)]) -> String {
     let mut text = String::from(
         "[zone]\norigin = \"storage.example.\"\nns = [\"ns1\"]\nrecords = [\"ns1 3600 IN A 127.0.0.1\"]\n\n\
          [[site]]\nname = \"fra\"\nlocation = { lat = 50.1, lon = 8.7 }\nclient_networks = [\"127.1.0.0/16\"]\n\n\
@@ -39,7 +39,7 @@ fn deployment(services: &[(&str, Vec<(&str, SocketAddr)>)]) -> String {
     text
 }
 
-fn proxy_address(ip: &str) -> SocketAddr {
+pub(crate) fn proxy_address(ip: &str) -> SocketAddr {
     format!("{ip}:{}", free_port(ip)).parse().unwrap()
 }
 
@@ -412,15 +412,15 @@ service = "nfs"
 
 /// A TCP server that greets each connection with its name, then echoes lines; `kill`
 /// closes its listener and every open connection, as a node that died.
-struct IdentityServer {
-    addr: SocketAddr,
+pub(crate) struct IdentityServer {
+    pub(crate) addr: SocketAddr,
     accepted: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl IdentityServer {
-    fn start(name: &'static str, ip: &str) -> IdentityServer {
+    pub(crate) fn start(name: &'static str, ip: &str) -> IdentityServer {
         let listener = TcpListener::bind((ip, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicU32::new(0));
@@ -473,7 +473,7 @@ impl IdentityServer {
 }
 
 /// Connects from `source` to `to` and reads the greeting.
-fn connect_from(source: IpAddr, to: SocketAddr) -> (TcpStream, String) {
+pub(crate) fn connect_from(source: IpAddr, to: SocketAddr) -> (TcpStream, String) {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
     socket.connect(&to.into()).unwrap();
@@ -489,7 +489,7 @@ fn connect_from(source: IpAddr, to: SocketAddr) -> (TcpStream, String) {
     (stream, String::from_utf8(name).unwrap())
 }
 
-fn tcp_proxy_config(base: &str, listen: SocketAddr, extra: &str) -> String {
+pub(crate) fn tcp_proxy_config(base: &str, listen: SocketAddr, extra: &str) -> String {
     format!(
         "{base}\n[proxy]\nsite = \"fra\"\n{extra}\n[[proxy.listener]]\nname = \"tcp\"\nprotocol = \"tcp\"\nlisten = \"{listen}\"\nservice = \"files\"\n"
     )

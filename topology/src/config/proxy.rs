@@ -5,10 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::Invalid;
+use super::fields::{Invalid, duration, invalid, socket_addr};
 use super::locate::KeyPath;
 use super::raw::{RawListener, RawProxy, RawRoute, RawService, RawSite};
-use super::validate::{duration, invalid, socket_addr};
 
 type Result<T> = std::result::Result<T, Invalid>;
 

@@ -6,30 +6,16 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::duration::parse_duration;
+use super::checked::{ComponentSections, Config, SiteAgentSettings};
+use super::fields::{Invalid, duration, invalid, socket_addr};
 use super::locate::KeyPath;
+use super::proxy::ProxySettings;
 use super::raw::*;
-use super::{ComponentSections, Config, Invalid};
-use crate::geo::Coordinates;
 use crate::model::*;
 use crate::name::DomainName;
 use crate::records::{RecordData, StaticRecord, parse_record, rtype};
 
 type Result<T> = std::result::Result<T, Invalid>;
-
-pub(super) fn invalid(key: KeyPath, message: impl Into<String>) -> Invalid {
-    Invalid {
-        key,
-        message: message.into(),
-    }
-}
-
-pub(super) fn duration(key: KeyPath, text: Option<&str>, default: Duration) -> Result<Duration> {
-    match text {
-        None => Ok(default),
-        Some(text) => parse_duration(text).map_err(|e| invalid(key, e)),
-    }
-}
 
 pub(super) fn validate(raw: RawConfig, now_unix: u64) -> Result<Config> {
     let deployment = deployment(&raw.zone, &raw.sites, &raw.services, now_unix)?;
@@ -546,15 +532,6 @@ fn check(key: KeyPath, raw: &RawCheck) -> Result<Check> {
     })
 }
 
-pub(super) fn socket_addr(key: KeyPath, text: &str) -> Result<SocketAddr> {
-    text.parse().map_err(|_| {
-        invalid(
-            key,
-            format!("{text:?} is not an address:port (like 127.0.0.1:5353 or [::1]:5353)"),
-        )
-    })
-}
-
 fn dns(raw: &RawDns) -> Result<DnsSettings> {
     let listen = match &raw.listen {
         None => vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
@@ -626,7 +603,7 @@ fn components(raw: &RawConfig, site_names: &HashSet<&str>) -> Result<ComponentSe
             other => Ok(other.clone()),
         }
     };
-    let mut site_agent = super::SiteAgentSettings::default();
+    let mut site_agent = SiteAgentSettings::default();
     if let Some(agent) = &raw.site_agent {
         let key = KeyPath::from("site_agent");
         site_agent.site = known("site_agent.site", &agent.site)?;
@@ -683,7 +660,7 @@ fn components(raw: &RawConfig, site_names: &HashSet<&str>) -> Result<ComponentSe
     Ok(ComponentSections {
         site_agent,
         proxy: match &raw.proxy {
-            None => super::proxy::ProxySettings::default(),
+            None => ProxySettings::default(),
             Some(proxy) => {
                 known("proxy.site", &proxy.site)?;
                 super::proxy::validate(proxy, &raw.services, &raw.sites)?

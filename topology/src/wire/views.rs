@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::explain::Explain;
-use crate::geo::Coordinates;
+use crate::model::Coordinates;
 use crate::model::{Policy, WhenAllDown};
 use crate::state::{AdminState, Health, Timestamp};
 

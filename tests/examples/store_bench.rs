@@ -1,5 +1,6 @@
 //! Store benchmark: three real gslb-dns processes on 127.0.N.1 form the raft store; agent
-//! reports are posted over HTTP and their arrival watched on every node.
+//! reports are posted through Portico's API client (as the agent posts them, on kept-alive
+//! connections) and their arrival watched on every node's watch stream.
 //!
 //! 1. Report-to-applied latency: one report at a time, to the nodes in turn; each node's
 //!    watch stream (`/api/v1/watch`) tells when it applied the report's index.
@@ -11,13 +12,14 @@
 #![allow(clippy::print_stdout)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tests::{DnsNode, free_port, try_http};
+use portico_client::watch::WatchEvent;
+use tests::{DnsNode, api_client, free_port, runtime, try_http};
+use topology::wire::AgentReport;
 
 const CONFIG: &str = r#"
 [zone]
@@ -51,13 +53,14 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn report(site: &str, agent: &str, sequence: u64) -> String {
-    tests::agent_report(
+fn report(site: &str, agent: &str, sequence: u64) -> AgentReport {
+    let json = tests::agent_report(
         site,
         agent,
         sequence,
         &[("s3", &format!("{site}-1"), "up", "ok")],
-    )
+    );
+    serde_json::from_str(&json).expect("a report")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -68,35 +71,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Follows a node's watch stream, recording when each applied index is first seen.
-fn watch(admin: SocketAddr, seen: Arc<Mutex<BTreeMap<u64, Instant>>>, stop: Arc<AtomicBool>) {
-    let mut stream = TcpStream::connect(admin).expect("watch connect");
-    write!(
-        stream,
-        "GET /api/v1/watch HTTP/1.1\r\nHost: {admin}\r\n\r\n"
-    )
-    .expect("watch request");
-    stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .ok();
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
+async fn watch(admin: SocketAddr, seen: Arc<Mutex<BTreeMap<u64, Instant>>>, stop: Arc<AtomicBool>) {
+    let client = api_client(admin);
+    let mut stream = client.watch(None).await.expect("the watch stream");
     while !stop.load(Ordering::Relaxed) {
-        line.clear();
-        match reader.read_line(&mut line) {
-            Ok(0) => return,
-            Ok(_) => {
-                if let Some((_, rest)) = line.split_once("\"index\":")
-                    && let Some(index) = rest
-                        .split(|c: char| !c.is_ascii_digit())
-                        .next()
-                        .and_then(|n| n.parse::<u64>().ok())
-                {
-                    seen.lock()
-                        .unwrap()
-                        .entry(index)
-                        .or_insert_with(Instant::now);
-                }
+        match tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
+            Ok(Ok(Some(WatchEvent::Line(line)))) => {
+                seen.lock()
+                    .unwrap()
+                    .entry(line.index)
+                    .or_insert_with(Instant::now);
             }
+            Ok(Ok(Some(WatchEvent::Undecodable(e)))) => panic!("unreadable watch line: {e}"),
+            Ok(Ok(None)) | Ok(Err(_)) => return,
             Err(_) => continue,
         }
     }
@@ -136,10 +123,12 @@ fn main() {
         })
         .collect();
     let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin.expect("admin")).collect();
-    // Wait for a leader.
+    // Wait for a leader and the seeded deployment on every node.
     let deadline = Instant::now() + Duration::from_secs(15);
     while !admins.iter().all(|a| {
         try_http(*a, "GET", "/api/v1/store", None).is_ok_and(|(_, b)| !b.contains("\"leader\":0"))
+            && try_http(*a, "GET", "/api/v1/config", None)
+                .is_ok_and(|(_, b)| b.contains("\"version\":1"))
     }) {
         assert!(Instant::now() < deadline, "no leader");
         std::thread::sleep(Duration::from_millis(50));
@@ -155,29 +144,21 @@ fn main() {
         .zip(&seen)
         .map(|(admin, seen)| {
             let (admin, seen, stop) = (*admin, seen.clone(), stop.clone());
-            std::thread::spawn(move || watch(admin, seen, stop))
+            runtime().spawn(watch(admin, seen, stop))
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
+    let clients_per_node: Vec<_> = admins.iter().map(|a| api_client(*a)).collect();
     let mut posted = Vec::new();
     for i in 0..reports {
-        let target = admins[(i % 3) as usize];
+        let client = &clients_per_node[(i % 3) as usize];
         let site = ["fra", "iad", "sin"][(i % 3) as usize];
+        let report = report(site, &format!("lat-{site}"), i + 1);
         let start = Instant::now();
-        let (status, body) = try_http(
-            target,
-            "POST",
-            "/api/v1/reports",
-            Some(&report(site, &format!("lat-{site}"), i + 1)),
-        )
-        .expect("post");
-        assert_eq!(status, 200, "{body}");
-        let index: u64 = body
-            .split(|c: char| !c.is_ascii_digit())
-            .find(|s| !s.is_empty())
-            .and_then(|s| s.parse().ok())
-            .expect("index");
-        posted.push((index, start));
+        let written = runtime()
+            .block_on(client.report(&report))
+            .expect("the report is taken");
+        posted.push((written.index, start));
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -198,7 +179,7 @@ fn main() {
         all_nodes.push(slowest);
     }
     for w in watchers {
-        let _ = w.join();
+        let _ = runtime().block_on(w);
     }
     println!(
         "## Store: report-to-applied latency ({reports} reports, one at a time, posted to the nodes in turn)\n"
@@ -229,36 +210,33 @@ fn main() {
     let failed = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
-    let threads: Vec<_> = (0..clients)
+    let tasks: Vec<_> = (0..clients)
         .map(|c| {
-            let (committed, failed, admins) = (committed.clone(), failed.clone(), admins.clone());
-            std::thread::spawn(move || {
+            let (committed, failed) = (committed.clone(), failed.clone());
+            let client = api_client(admins[(c % 3) as usize]);
+            runtime().spawn(async move {
                 let site = ["fra", "iad", "sin"][(c % 3) as usize];
                 let agent = format!("load-{c}");
-                let mut client = KeepAlive {
-                    addr: admins[(c % 3) as usize],
-                    reader: None,
-                };
                 let mut sequence = 0;
                 while Instant::now() < end {
                     sequence += 1;
-                    match client.post("/api/v1/reports", &report(site, &agent, sequence)) {
-                        Ok(200) => committed.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    match client.report(&report(site, &agent, sequence)).await {
+                        Ok(_) => committed.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
                     };
                 }
             })
         })
         .collect();
-    for t in threads {
-        let _ = t.join();
+    for t in tasks {
+        let _ = runtime().block_on(t);
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu_after: u64 = pids.iter().map(|p| tests::process_usage(*p).0).sum();
     let cpu_seconds = (cpu_after - cpu_before) as f64 / 100.0;
     let done = committed.load(Ordering::Relaxed);
     println!(
-        "## Store: sustained agent reports ({clients} concurrent agents, kept-alive HTTP, {seconds} s, posted to all three nodes)\n"
+        "## Store: sustained agent reports ({clients} concurrent agents through the API client, {seconds} s, posted to all three nodes)\n"
     );
     println!(
         "| committed reports/s | failed | CPU of the 3 nodes (cores) | CPU per report |\n|---:|---:|---:|---:|"
@@ -270,54 +248,6 @@ fn main() {
         cpu_seconds / elapsed,
         cpu_seconds * 1e6 / done.max(1) as f64
     );
-}
-
-/// An HTTP/1.1 client on one kept-alive connection, as an agent would keep it.
-struct KeepAlive {
-    addr: SocketAddr,
-    reader: Option<BufReader<TcpStream>>,
-}
-
-impl KeepAlive {
-    fn post(&mut self, path: &str, body: &str) -> std::io::Result<u16> {
-        if self.reader.is_none() {
-            self.reader = Some(BufReader::new(TcpStream::connect(self.addr)?));
-        }
-        let reader = self.reader.as_mut().expect("connected");
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        );
-        let result = (|| {
-            reader.get_mut().write_all(request.as_bytes())?;
-            let mut line = String::new();
-            reader.read_line(&mut line)?;
-            let status = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            let mut length = 0usize;
-            loop {
-                line.clear();
-                reader.read_line(&mut line)?;
-                if line == "\r\n" || line.is_empty() {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; length];
-            std::io::Read::read_exact(reader, &mut body)?;
-            Ok(status)
-        })();
-        if result.is_err() {
-            self.reader = None;
-        }
-        result
-    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -302,7 +302,16 @@ async fn voters_can_apply(store: &Store) -> bool {
                 return false;
             }
             Err(e) => {
-                tracing::info!(voter, error = %e, "cannot ask a voter which build it runs; seeding the deployment when it answers");
+                // Once a minute: until every voter answers, the store has no deployment and
+                // takes no reports.
+                static WARNED_AT: std::sync::atomic::AtomicU64 =
+                    std::sync::atomic::AtomicU64::new(0);
+                let now = state_store::clock::now().0;
+                let last = WARNED_AT.load(std::sync::atomic::Ordering::Relaxed);
+                if now.saturating_sub(last) >= 60_000 {
+                    WARNED_AT.store(now, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(voter, error = %e, "cannot ask a voter which build it runs (its `api` in [[store.nodes]]): the store is seeded with a deployment once every voter answers; until then answers come from this node's file and reports are refused");
+                }
                 return false;
             }
         }

@@ -630,6 +630,17 @@ pub fn process_usage(pid: u32) -> (u64, u64) {
     (field(11) + field(12), rss_kib)
 }
 
+/// A child process (a site agent, say), killed and reaped on drop.
+#[derive(Debug)]
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `proxy` process, killed on drop.
 #[derive(Debug)]
 pub struct ProxyNode {

@@ -3,7 +3,7 @@
 //! next node takes the report; the site never leaves the answers of the others.
 
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tests::{DnsNode, assert_eventually, binary};
@@ -44,14 +44,7 @@ members = [
     )
 }
 
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use tests::Running as Agent;
 
 fn now_ms() -> u64 {
     SystemTime::now()

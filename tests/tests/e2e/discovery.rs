@@ -3,19 +3,12 @@
 //! Portico's answers follow the pool as VIPs come and go, with no configuration change.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tests::{DnsNode, assert_eventually, binary, free_port};
 
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use tests::Running as Agent;
 
 fn pool_dns(port: u16, vips: &[&str]) -> DnsNode {
     let records: Vec<String> = vips

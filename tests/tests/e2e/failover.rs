@@ -4,21 +4,14 @@
 //! measure until the site leaves every answer.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tests::{ACCESS_KEY, DnsNode, S3Node, SECRET_KEY, assert_eventually, binary, free_port};
 
 use crate::cluster::store_section;
 
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use tests::Running as Agent;
 
 fn config(members: &[(&str, &str, SocketAddr)]) -> String {
     let list: Vec<String> = members

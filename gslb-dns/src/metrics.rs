@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use state_store::TransportCounters;
 use topology::Family;
 use topology::exposition::{Exposition, Kind};
 use topology::wire::views::{NodeStatus, PeerState};
@@ -38,6 +39,9 @@ pub struct Metrics {
     pub counters: Arc<Counters>,
     pub geoip_reload_errors: AtomicU64,
     pub geoip_reloads: AtomicU64,
+    /// TLS files read again on SIGHUP, and those that could not be used.
+    pub tls_reloads: AtomicU64,
+    pub tls_reload_errors: AtomicU64,
 }
 
 impl Metrics {
@@ -46,7 +50,13 @@ impl Metrics {
     }
 
     /// The page: counters, `snapshot`'s state and the store's status.
-    pub fn render(&self, snapshot: &Snapshot, store: &NodeStatus, peers: &[PeerState]) -> String {
+    pub fn render(
+        &self,
+        snapshot: &Snapshot,
+        store: &NodeStatus,
+        peers: &[PeerState],
+        transport: &TransportCounters,
+    ) -> String {
         let mut out = Exposition::new();
         let counters = &self.counters;
         out.family(
@@ -103,6 +113,36 @@ impl Metrics {
         }
         render_state(&mut out, snapshot);
         render_store(&mut out, store, peers);
+        out.family(
+            "portico_store_peer_rejected_total",
+            Kind::Counter,
+            "Inbound raft connections closed, by reason (identity: a certificate naming another node; sender: messages from another node than the first, or from an unknown one).",
+        );
+        for (reason, value) in transport.rejected() {
+            out.sample(
+                "portico_store_peer_rejected_total",
+                &[("reason", reason)],
+                value,
+            );
+        }
+        out.single(
+            "portico_store_inbound_dropped_total",
+            Kind::Counter,
+            "Raft messages from peers dropped because the node's input queue was full.",
+            transport.dropped.load(Ordering::Relaxed),
+        );
+        out.single(
+            "portico_store_chunked_messages_sent_total",
+            Kind::Counter,
+            "Raft messages sent in several frames (snapshots larger than one frame).",
+            transport.chunked_sent.load(Ordering::Relaxed),
+        );
+        out.single(
+            "portico_store_largest_message_bytes",
+            Kind::Gauge,
+            "The largest raft message this node sent or received, in octets.",
+            transport.largest_message.load(Ordering::Relaxed),
+        );
         out.single(
             "portico_geoip_reloads_total",
             Kind::Counter,
@@ -114,6 +154,18 @@ impl Metrics {
             Kind::Counter,
             "GeoIP database files that failed to load (the old one stays).",
             self.geoip_reload_errors.load(Ordering::Relaxed),
+        );
+        out.single(
+            "portico_tls_reloads_total",
+            Kind::Counter,
+            "TLS files (store, admin API) read again on SIGHUP.",
+            self.tls_reloads.load(Ordering::Relaxed),
+        );
+        out.single(
+            "portico_tls_reload_errors_total",
+            Kind::Counter,
+            "TLS reloads that failed (the files loaded before stay in use).",
+            self.tls_reload_errors.load(Ordering::Relaxed),
         );
         out.finish()
     }

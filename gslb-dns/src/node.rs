@@ -140,8 +140,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             .with_context(|| format!("cannot bind the store's raft transport on {raft}"))?;
         tasks.push(tokio::spawn(state_store::transport::serve(
             listener,
-            store.node.handle(),
-            store.tls.clone(),
+            store.transport.clone(),
             shutdown_rx.clone(),
         )));
     }
@@ -175,6 +174,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     }
     tasks.push(tokio::spawn(refresh_on_staleness(
         control.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(reload_tls_on_hangup(
+        store.tls.clone(),
+        metrics.clone(),
         shutdown_rx.clone(),
     )));
     if let Some(watched) = watched.take() {
@@ -300,6 +304,43 @@ async fn reload_geoip(
             Err(e) => {
                 metrics.geoip_reload_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, path = %watched.path().display(), "GeoIP reload failed; keeping the old database");
+            }
+        }
+    }
+}
+
+/// Reads the TLS files again on SIGHUP (certificates renewed in place): connections made
+/// after use the new files; a file that fails to load leaves the old configuration in place.
+async fn reload_tls_on_hangup(
+    store: Option<state_store::Tls>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: TLS files reload only on a restart");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(tls) = &store else {
+            tracing::info!("SIGHUP: no TLS files to reload");
+            continue;
+        };
+        match tls.reload() {
+            Ok(()) => {
+                metrics.tls_reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(files = ?tls, "SIGHUP: the store's TLS files reloaded");
+            }
+            Err(e) => {
+                metrics.tls_reload_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "SIGHUP: the store's TLS files cannot be used; keeping the ones loaded");
             }
         }
     }

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use portico_client::{ApiClient, ClientOptions};
 use state_store::clock::now;
 use state_store::{Committed, Membership, Node, NodeOptions, Outcome, ProposeError, RaftSettings};
-use state_store::{TcpTransport, Tls};
+use state_store::{Limits, TcpTransport, Tls};
 use tokio::sync::watch;
 use topology::StoreSettings;
 use topology::wire::config::DeploymentChange;
@@ -67,15 +67,22 @@ impl Store {
         let tls = match &settings.tls {
             None => None,
             Some(files) => Some(
-                Tls::load(files.cert.as_ref(), files.key.as_ref(), files.ca.as_ref())
-                    .context("cannot load the store's TLS files")?,
+                Tls::load(
+                    files.cert.as_ref(),
+                    files.key.as_ref(),
+                    files.ca.as_ref(),
+                    &settings.cluster,
+                )
+                .context("cannot load the store's TLS files")?,
             ),
         };
         let (handle, inputs) = state_store::node::channel();
         let transport = TcpTransport::new(
+            settings.node_id,
             handle.clone(),
             tokio::runtime::Handle::current(),
             tls.clone(),
+            Limits::default(),
         );
         for peer in settings.nodes.iter().filter(|n| n.id != settings.node_id) {
             transport.set_peer(peer.id, &peer.raft.to_string());

@@ -107,7 +107,7 @@ fn main() {
     let nodes: Vec<DnsNode> = (1..=3)
         .map(|id| {
             let config = format!(
-                "{CONFIG}\n[store]\nnode_id = {id}\ndata_dir = \"data\"\nnodes = [{}]\n",
+                "{CONFIG}\n[store]\nnode_id = {id}\ndata_dir = \"data\"\ninsecure_plaintext = true\nnodes = [{}]\n",
                 nodes_toml.join(", ")
             );
             let ip = format!("127.0.{id}.1");

@@ -364,9 +364,19 @@ pub struct StoreSettings {
     /// Every node of the cluster; empty means a cluster of this node alone.
     pub nodes: Vec<StoreNode>,
     pub tls: Option<TlsFiles>,
+    /// The cluster's name: node certificates name `node-<id>.<cluster>`.
+    pub cluster: String,
+    /// Raft without TLS (only allowed when every node's raft address is loopback).
+    pub insecure_plaintext: bool,
 }
 
 impl StoreSettings {
+    /// The name a node's certificate must carry (a DNS subject alternative name): how a
+    /// peer proves it is node `id` of this cluster.
+    pub fn node_identity(&self, id: u64) -> String {
+        node_identity(&self.cluster, id)
+    }
+
     /// The voters a new cluster starts with (nodes not marked `learner`).
     pub fn initial_voters(&self) -> Vec<u64> {
         if self.nodes.is_empty() {
@@ -383,6 +393,12 @@ impl StoreSettings {
     pub fn this_node(&self) -> Option<&StoreNode> {
         self.nodes.iter().find(|n| n.id == self.node_id)
     }
+}
+
+/// The name a store node's certificate carries as a DNS subject alternative name:
+/// `node-<id>.<cluster>`. Peers check it on both ends of every raft connection.
+pub fn node_identity(cluster: &str, id: u64) -> String {
+    format!("node-{id}.{cluster}")
 }
 
 /// One node of the store cluster.

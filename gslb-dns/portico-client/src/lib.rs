@@ -14,6 +14,7 @@ pub mod api;
 pub mod dns;
 pub mod error;
 pub mod process;
+pub mod tls;
 pub mod watch;
 
 pub use api::{ApiClient, ClientOptions, Method};

@@ -53,6 +53,7 @@ pub async fn metrics(AxumState(ctx): AxumState<ApiContext>) -> impl IntoResponse
             &snapshot,
             &ctx.store.status(),
             &ctx.store.transport.peer_states(),
+            ctx.store.transport.counters(),
         ),
     )
 }

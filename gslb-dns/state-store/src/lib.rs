@@ -24,4 +24,4 @@ pub use replica::{
 };
 pub use storage::{SledStorage, StorageFault};
 pub use tls::{Tls, TlsError};
-pub use transport::TcpTransport;
+pub use transport::{Limits, Rejection, TcpTransport, TransportCounters};

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, RecvTimeoutError, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -72,24 +72,41 @@ enum Input {
     Stop,
 }
 
+/// Inputs queued for the node, at most: a flood of peer messages is dropped (raft
+/// retransmits) instead of growing without bound.
+pub const INPUT_QUEUE: usize = 8192;
+
+/// Inputs handled between two looks at the clock: a flood cannot starve the ticks.
+const INPUTS_PER_ROUND: usize = 1024;
+
 /// A clonable way into the node, for the transport.
 #[derive(Debug, Clone)]
 pub struct NodeHandle {
-    inputs: mpsc::Sender<Input>,
+    inputs: mpsc::SyncSender<Input>,
 }
 
 impl NodeHandle {
-    /// Feeds a message received from a peer.
-    pub fn deliver(&self, message: Message) {
-        let _ = self.inputs.send(Input::Raft(message));
+    /// Feeds a message received from a peer; false when the node's queue is full and the
+    /// message was dropped.
+    pub fn deliver(&self, message: Message) -> bool {
+        self.inputs.try_send(Input::Raft(message)).is_ok()
     }
     /// Reports whether a snapshot message reached its peer.
     pub fn report_snapshot(&self, to: u64, delivered: bool) {
-        let _ = self.inputs.send(Input::SnapshotReport { to, delivered });
+        let _ = self
+            .inputs
+            .try_send(Input::SnapshotReport { to, delivered });
     }
     /// Reports a peer that could not be reached.
     pub fn report_unreachable(&self, to: u64) {
-        let _ = self.inputs.send(Input::Unreachable(to));
+        let _ = self.inputs.try_send(Input::Unreachable(to));
+    }
+
+    fn submit(&self, input: Input) -> Result<(), ProposeError> {
+        self.inputs.try_send(input).map_err(|e| match e {
+            TrySendError::Full(_) => ProposeError::Dropped("the store is busy".into()),
+            TrySendError::Disconnected(_) => ProposeError::Stopped,
+        })
     }
 }
 
@@ -114,7 +131,7 @@ impl std::fmt::Debug for Node {
 
 /// The channel into a node, made before the node so a transport can hold its handle.
 pub fn channel() -> (NodeHandle, NodeInputs) {
-    let (inputs, receiver) = mpsc::channel();
+    let (inputs, receiver) = mpsc::sync_channel(INPUT_QUEUE);
     (NodeHandle { inputs }, NodeInputs(receiver))
 }
 
@@ -228,10 +245,7 @@ impl Node {
             command,
         };
         let (reply, wait) = oneshot::channel();
-        self.handle
-            .inputs
-            .send(Input::Propose { envelope, reply })
-            .map_err(|_| ProposeError::Stopped)?;
+        self.handle.submit(Input::Propose { envelope, reply })?;
         match tokio::time::timeout(self.propose_timeout, wait).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ProposeError::Stopped),
@@ -263,13 +277,10 @@ impl Node {
                 serde_json::to_vec(&address).map_err(|e| ProposeError::Encode(e.to_string()))?;
         }
         let (reply, wait) = oneshot::channel();
-        self.handle
-            .inputs
-            .send(Input::ConfChange {
-                change: conf_change,
-                reply,
-            })
-            .map_err(|_| ProposeError::Stopped)?;
+        self.handle.submit(Input::ConfChange {
+            change: conf_change,
+            reply,
+        })?;
         match tokio::time::timeout(self.propose_timeout, wait).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ProposeError::Stopped),
@@ -337,8 +348,12 @@ impl Loop {
                 Ok(input) => self.handle(input),
                 Err(RecvTimeoutError::Timeout) => {}
             }
-            // Take whatever else is queued, so one Ready (and one flush) covers it all.
-            while let Ok(input) = self.inputs.try_recv() {
+            // Take what else is queued, so one Ready (and one flush) covers it all; at most
+            // a round's worth, so the clock is looked at even under a flood.
+            for _ in 0..INPUTS_PER_ROUND {
+                let Ok(input) = self.inputs.try_recv() else {
+                    break;
+                };
                 if matches!(input, Input::Stop) {
                     return;
                 }

@@ -1,21 +1,32 @@
-//! Raft messages between nodes over TCP, with mutual TLS when configured: length-delimited
-//! frames (a 4-octet big-endian length, then the protobuf message). One task and one bounded queue per peer, so a slow or
-//! dead peer never blocks the others: when its queue is full, messages to it are dropped
-//! (raft retransmits), and a dropped or failed snapshot is reported to raft.
+//! Raft messages between nodes over TCP, with mutual TLS unless the whole cluster is on
+//! loopback. One task and one bounded queue per peer, so a slow or dead peer never blocks
+//! the others: when its queue is full, messages to it are dropped (raft retransmits), and a
+//! dropped or failed snapshot is reported to raft.
+//!
+//! Frames: a 4-octet big-endian header, then the protobuf message. The header's low 31 bits
+//! are the frame's length (at most [`MAX_FRAME`]); its high bit says that more frames of
+//! the same message follow, so a snapshot of any size travels in bounded frames and the
+//! receiver never allocates on a length it was merely told.
+//!
+//! What a connection may do is bounded before it proves anything: [`Limits`] caps inbound
+//! connections, the TLS handshake and the first message take at most a few seconds, and an
+//! idle connection is closed. The first message names the node speaking; with TLS its
+//! certificate must name that node (`node-<id>.<cluster>`), it must be a node this one knows,
+//! the message must be addressed here, and every later message must come from the same
+//! node. Any breach closes the connection and is counted ([`TransportCounters`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message as _;
 use raft::prelude::{Message, MessageType};
-use rustls_pki_types::ServerName;
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsConnector;
-
 use topology::wire::views::PeerState;
 
 use crate::node::{NodeHandle, Outbox};
@@ -23,8 +34,116 @@ use crate::tls::Tls;
 
 /// Messages queued per peer before new ones are dropped.
 const QUEUE: usize = 4096;
-/// The largest frame accepted from a peer.
-const MAX_FRAME: usize = 64 << 20;
+/// The largest frame: an append of entries (raft caps them at 1 MiB, a single entry may be
+/// larger: a deployment document of up to 1 MiB, escaped) fits; bigger messages are split.
+pub const MAX_FRAME: usize = 4 << 20;
+/// The frames a large message is cut into.
+const CHUNK: usize = 1 << 20;
+/// The header bit that says more frames of the same message follow.
+const MORE: u32 = 1 << 31;
+/// The longest a batch of messages (a snapshot, at worst) may take to write.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bounds on inbound connections.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Inbound connections open at once, authenticated or not.
+    pub max_inbound: usize,
+    /// Inbound connections from one address at once (so one host cannot hold every slot).
+    pub per_address: usize,
+    /// Inbound connections one node may hold at once.
+    pub per_peer: usize,
+    /// The TLS handshake, and then the first message, must each come within this.
+    pub handshake: Duration,
+    /// A connection silent for this long is closed (raft heartbeats come every few hundred
+    /// milliseconds on a connection that carries anything).
+    pub idle: Duration,
+    /// The largest message (a snapshot, assembled from its frames).
+    pub max_message: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_inbound: 64,
+            per_address: 16,
+            per_peer: 4,
+            handshake: Duration::from_secs(3),
+            idle: Duration::from_secs(60),
+            max_message: 256 << 20,
+        }
+    }
+}
+
+/// Why an inbound connection was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Over `max_inbound`, or over `per_peer` for the node it speaks as.
+    Connections,
+    /// No TLS handshake, or no first message, in time; or silent past `idle`.
+    Timeout,
+    /// The TLS handshake failed (no certificate, another CA).
+    Handshake,
+    /// Its certificate does not name the node its messages come from.
+    Identity,
+    /// A message from another node than the first one, from a node this one does not know,
+    /// or addressed to another node.
+    Sender,
+    /// A frame or message over the limits.
+    Size,
+    /// Bytes that are not a raft message.
+    Decode,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 7] = [
+        Rejection::Connections,
+        Rejection::Timeout,
+        Rejection::Handshake,
+        Rejection::Identity,
+        Rejection::Sender,
+        Rejection::Size,
+        Rejection::Decode,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Rejection::Connections => "connections",
+            Rejection::Timeout => "timeout",
+            Rejection::Handshake => "handshake",
+            Rejection::Identity => "identity",
+            Rejection::Sender => "sender",
+            Rejection::Size => "size",
+            Rejection::Decode => "decode",
+        }
+    }
+}
+
+/// What the transport refused and dropped, for metrics.
+#[derive(Debug, Default)]
+pub struct TransportCounters {
+    rejected: [AtomicU64; 7],
+    /// Inbound messages dropped because the node's queue was full.
+    pub dropped: AtomicU64,
+    /// Messages sent in more than one frame (snapshots over [`MAX_FRAME`]).
+    pub chunked_sent: AtomicU64,
+    /// The largest message sent or received so far, in octets.
+    pub largest_message: AtomicU64,
+}
+
+impl TransportCounters {
+    fn reject(&self, why: Rejection) {
+        self.rejected[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed, by reason.
+    pub fn rejected(&self) -> Vec<(&'static str, u64)> {
+        Rejection::ALL
+            .iter()
+            .map(|r| (r.name(), self.rejected[*r as usize].load(Ordering::Relaxed)))
+            .collect()
+    }
+}
 
 struct Peer {
     address: String,
@@ -35,15 +154,24 @@ struct Peer {
 
 /// The TCP transport of one node.
 pub struct TcpTransport {
+    id: u64,
     handle: NodeHandle,
     runtime: tokio::runtime::Handle,
     peers: Mutex<HashMap<u64, Peer>>,
     tls: Option<Tls>,
+    limits: Limits,
+    counters: Arc<TransportCounters>,
+    /// Inbound connections authenticated per node.
+    inbound: Mutex<HashMap<u64, usize>>,
+    /// Inbound connections per remote address.
+    addresses: Mutex<HashMap<std::net::IpAddr, usize>>,
 }
 
 impl std::fmt::Debug for TcpTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TcpTransport").finish_non_exhaustive()
+        f.debug_struct("TcpTransport")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -52,22 +180,35 @@ fn is_snapshot(message: &Message) -> bool {
 }
 
 impl TcpTransport {
-    /// A transport that dials peers in plain TCP, or with mutual TLS when `tls` is given.
+    /// The transport of node `id`: it dials peers in plain TCP, or with mutual TLS when `tls`
+    /// is given.
     pub fn new(
+        id: u64,
         handle: NodeHandle,
         runtime: tokio::runtime::Handle,
         tls: Option<Tls>,
+        limits: Limits,
     ) -> Arc<TcpTransport> {
         Arc::new(TcpTransport {
+            id,
             handle,
             runtime,
             peers: Mutex::new(HashMap::new()),
             tls,
+            limits,
+            counters: Arc::new(TransportCounters::default()),
+            inbound: Mutex::new(HashMap::new()),
+            addresses: Mutex::new(HashMap::new()),
         })
     }
 
     fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Peer>> {
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the transport refused and dropped.
+    pub fn counters(&self) -> &Arc<TransportCounters> {
+        &self.counters
     }
 
     /// Adds a peer, or moves it to a new address.
@@ -87,7 +228,8 @@ impl TcpTransport {
             receiver,
             connected.clone(),
             self.handle.clone(),
-            self.tls.as_ref().map(|t| t.connector.clone()),
+            self.tls.clone(),
+            self.counters.clone(),
         ));
         peers.insert(
             id,
@@ -121,6 +263,83 @@ impl TcpTransport {
         states.sort_by_key(|p| p.id);
         states
     }
+
+    fn knows(&self, id: u64) -> bool {
+        self.peers().contains_key(&id)
+    }
+
+    /// Counts an authenticated inbound connection of `id`; `None` when it has too many.
+    fn enter(self: &Arc<Self>, id: u64) -> Option<InboundGuard> {
+        let mut inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        let open = inbound.entry(id).or_default();
+        if *open >= self.limits.per_peer {
+            return None;
+        }
+        *open += 1;
+        Some(InboundGuard {
+            transport: self.clone(),
+            id,
+        })
+    }
+}
+
+/// An inbound connection from one address, counted while it lasts.
+struct AddressGuard {
+    transport: Arc<TcpTransport>,
+    address: std::net::IpAddr,
+}
+
+impl AddressGuard {
+    fn enter(transport: &Arc<TcpTransport>, address: std::net::IpAddr) -> Option<AddressGuard> {
+        let mut addresses = transport
+            .addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let open = addresses.entry(address).or_default();
+        if *open >= transport.limits.per_address {
+            return None;
+        }
+        *open += 1;
+        Some(AddressGuard {
+            transport: transport.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressGuard {
+    fn drop(&mut self) {
+        let mut addresses = self
+            .transport
+            .addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = addresses.get_mut(&self.address) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                addresses.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// An authenticated inbound connection, counted while it lasts.
+struct InboundGuard {
+    transport: Arc<TcpTransport>,
+    id: u64,
+}
+
+impl Drop for InboundGuard {
+    fn drop(&mut self) {
+        let mut inbound = self
+            .transport
+            .inbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = inbound.get_mut(&self.id) {
+            *open = open.saturating_sub(1);
+        }
+    }
 }
 
 impl Drop for TcpTransport {
@@ -152,20 +371,36 @@ async fn send_loop(
     mut receiver: mpsc::Receiver<Message>,
     connected: Arc<AtomicBool>,
     handle: NodeHandle,
-    tls: Option<TlsConnector>,
+    tls: Option<Tls>,
+    counters: Arc<TransportCounters>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let failed = match connect(&address, tls.as_ref()).await {
+        let connector = tls.as_ref().map(|t| (t.connector(), t.server_name(id)));
+        let failed = match connect(&address, connector).await {
             Ok(Stream::Plain(stream)) => {
                 connected.store(true, Ordering::Relaxed);
                 backoff = Duration::from_millis(50);
-                pump(BufWriter::new(stream), &mut receiver, &handle, id).await
+                pump(
+                    BufWriter::new(stream),
+                    &mut receiver,
+                    &handle,
+                    id,
+                    &counters,
+                )
+                .await
             }
             Ok(Stream::Tls(stream)) => {
                 connected.store(true, Ordering::Relaxed);
                 backoff = Duration::from_millis(50);
-                pump(BufWriter::new(*stream), &mut receiver, &handle, id).await
+                pump(
+                    BufWriter::new(*stream),
+                    &mut receiver,
+                    &handle,
+                    id,
+                    &counters,
+                )
+                .await
             }
             Err(e) => {
                 handle.report_unreachable(id);
@@ -185,6 +420,9 @@ async fn send_loop(
         tracing::debug!(peer = id, %address, error = %failed, "raft connection lost; reconnecting");
         connected.store(false, Ordering::Relaxed);
         handle.report_unreachable(id);
+        // A snapshot cut off mid-write was not delivered (raft ignores this when none was
+        // in flight).
+        handle.report_snapshot(id, false);
     }
 }
 
@@ -193,16 +431,18 @@ enum Stream {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-async fn connect(address: &str, tls: Option<&TlsConnector>) -> std::io::Result<Stream> {
+/// Dials a peer; with TLS, the peer must prove it is the node expected (`name`).
+async fn connect(
+    address: &str,
+    tls: Option<(TlsConnector, rustls_pki_types::ServerName<'static>)>,
+) -> std::io::Result<Stream> {
     let stream = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(address))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = stream.set_nodelay(true);
-    let Some(connector) = tls else {
+    let Some((connector, name)) = tls else {
         return Ok(Stream::Plain(stream));
     };
-    let ip = stream.peer_addr()?.ip();
-    let name = ServerName::IpAddress(ip.into());
     let stream = tokio::time::timeout(Duration::from_secs(2), connector.connect(name, stream))
         .await
         .map_err(|_| {
@@ -212,39 +452,77 @@ async fn connect(address: &str, tls: Option<&TlsConnector>) -> std::io::Result<S
 }
 
 /// Writes queued messages until the connection fails (`Some(error)`) or the queue closes.
+/// A peer that stops reading fails the connection after [`WRITE_TIMEOUT`].
 async fn pump<W: AsyncWrite + Unpin>(
     mut writer: BufWriter<W>,
     receiver: &mut mpsc::Receiver<Message>,
     handle: &NodeHandle,
     id: u64,
+    counters: &TransportCounters,
 ) -> Option<std::io::Error> {
     loop {
         let message = receiver.recv().await?;
-        if let Err(e) = write_frame(&mut writer, &message, handle, id).await {
-            return Some(e);
-        }
-        // Send everything already queued in one flush.
-        while let Ok(message) = receiver.try_recv() {
-            if let Err(e) = write_frame(&mut writer, &message, handle, id).await {
-                return Some(e);
+        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+            write_message(&mut writer, &message, handle, id, counters).await?;
+            // Send everything already queued in one flush.
+            while let Ok(message) = receiver.try_recv() {
+                write_message(&mut writer, &message, handle, id, counters).await?;
             }
-        }
-        if let Err(e) = writer.flush().await {
-            return Some(e);
+            writer.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Some(e),
+            Err(_) => {
+                return Some(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the peer stopped reading",
+                ));
+            }
         }
     }
 }
 
-async fn write_frame<W: AsyncWrite + Unpin>(
+/// The frames of one encoded message: one frame, or `CHUNK`-sized frames with `MORE` set on
+/// all but the last.
+pub fn frames(bytes: &[u8]) -> Vec<(u32, &[u8])> {
+    if bytes.len() <= MAX_FRAME {
+        return vec![(bytes.len() as u32, bytes)];
+    }
+    let chunks: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
+    let last = chunks.len() - 1;
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let more = if i < last { MORE } else { 0 };
+            (chunk.len() as u32 | more, chunk)
+        })
+        .collect()
+}
+
+async fn write_message<W: AsyncWrite + Unpin>(
     writer: &mut BufWriter<W>,
     message: &Message,
     handle: &NodeHandle,
     id: u64,
+    counters: &TransportCounters,
 ) -> std::io::Result<()> {
     let bytes = message.encode_to_vec();
+    counters
+        .largest_message
+        .fetch_max(bytes.len() as u64, Ordering::Relaxed);
+    let frames = frames(&bytes);
+    if frames.len() > 1 {
+        counters.chunked_sent.fetch_add(1, Ordering::Relaxed);
+    }
     let result = async {
-        writer.write_u32(bytes.len() as u32).await?;
-        writer.write_all(&bytes).await
+        for (header, frame) in frames {
+            writer.write_u32(header).await?;
+            writer.write_all(frame).await?;
+        }
+        Ok(())
     }
     .await;
     if is_snapshot(message) {
@@ -258,14 +536,13 @@ async fn write_frame<W: AsyncWrite + Unpin>(
     result
 }
 
-/// Accepts peers' connections (with mutual TLS when `tls` is given) and feeds their
-/// messages to the node until `shutdown`.
+/// Accepts peers' connections and feeds their messages to the node until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
-    handle: NodeHandle,
-    tls: Option<Tls>,
+    transport: Arc<TcpTransport>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(Semaphore::new(transport.limits.max_inbound));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -275,32 +552,32 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Some(from_address) = AddressGuard::enter(&transport, peer.ip()) else {
+            transport.counters.reject(Rejection::Connections);
+            tracing::debug!(%peer, "raft connection refused: too many open from this address");
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            transport.counters.reject(Rejection::Connections);
+            tracing::debug!(%peer, "raft connection refused: too many open");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let handle = handle.clone();
-        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
+        let transport = transport.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let served = async {
-                match acceptor {
-                    None => receive(stream, &handle).await,
-                    Some(acceptor) => {
-                        let stream =
-                            tokio::time::timeout(Duration::from_secs(2), acceptor.accept(stream))
-                                .await
-                                .map_err(|_| {
-                                    std::io::Error::new(
-                                        std::io::ErrorKind::TimedOut,
-                                        "TLS handshake timed out",
-                                    )
-                                })??;
-                        receive(stream, &handle).await
-                    }
-                }
-            };
+            let _slot = (slot, from_address);
+            let served = inbound(stream, &transport);
             tokio::select! {
                 result = served => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "raft peer connection closed");
+                    if let Err((why, detail)) = result {
+                        transport.counters.reject(why);
+                        let level_warn = matches!(why, Rejection::Identity | Rejection::Sender);
+                        if level_warn {
+                            tracing::warn!(%peer, reason = why.name(), %detail, "raft connection refused");
+                        } else {
+                            tracing::debug!(%peer, reason = why.name(), %detail, "raft connection closed");
+                        }
                     }
                 }
                 _ = shutdown.changed() => {}
@@ -309,20 +586,205 @@ pub async fn serve(
     }
 }
 
-async fn receive<R: AsyncRead + Unpin>(mut stream: R, handle: &NodeHandle) -> std::io::Result<()> {
-    let mut buffer = Vec::new();
+type Refused = (Rejection, String);
+
+/// One inbound connection: the handshake (with TLS), then its messages.
+async fn inbound(stream: TcpStream, transport: &Arc<TcpTransport>) -> Result<(), Refused> {
+    let limits = &transport.limits;
+    match &transport.tls {
+        None => receive(stream, None, transport).await,
+        Some(tls) => {
+            let stream = tokio::time::timeout(limits.handshake, tls.acceptor().accept(stream))
+                .await
+                .map_err(|_| (Rejection::Timeout, "no TLS handshake in time".to_owned()))?
+                .map_err(|e| (Rejection::Handshake, e.to_string()))?;
+            let certificate = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .cloned()
+                .ok_or((Rejection::Handshake, "no client certificate".to_owned()))?;
+            receive(stream, Some(certificate), transport).await
+        }
+    }
+}
+
+/// Reads one message's frames into `pending` (at most `max_message` octets in all).
+async fn read_message<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    pending: &mut Vec<u8>,
+    wait: Duration,
+    max_message: usize,
+) -> Result<(), Refused> {
+    pending.clear();
+    let mut wait = wait;
     loop {
-        let len = stream.read_u32().await? as usize;
+        let header = tokio::time::timeout(wait, stream.read_u32())
+            .await
+            .map_err(|_| (Rejection::Timeout, "silent".to_owned()))?
+            .map_err(|e| (Rejection::Decode, e.to_string()))?;
+        let len = (header & !MORE) as usize;
         if len > MAX_FRAME {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("frame of {len} octets"),
+            return Err((Rejection::Size, format!("a frame of {len} octets")));
+        }
+        if pending.len() + len > max_message {
+            return Err((
+                Rejection::Size,
+                format!("a message over {max_message} octets"),
             ));
         }
-        buffer.resize(len, 0);
-        stream.read_exact(&mut buffer).await?;
-        let message = Message::decode(&buffer[..])
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-        handle.deliver(message);
+        // Read what comes, as it comes: nothing is allocated on the strength of a header.
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            (&mut *stream).take(len as u64).read_to_end(pending),
+        )
+        .await
+        .map_err(|_| (Rejection::Timeout, "a frame stalled".to_owned()))?
+        .map_err(|e| (Rejection::Decode, e.to_string()))?;
+        if read < len {
+            return Err((
+                Rejection::Decode,
+                "the connection ended mid-frame".to_owned(),
+            ));
+        }
+        if header & MORE == 0 {
+            return Ok(());
+        }
+        // The next frame of the same message follows at once.
+        wait = Duration::from_secs(10);
+    }
+}
+
+/// Reads messages, checks who sends them, and delivers them to the node.
+async fn receive<R: AsyncRead + Unpin>(
+    mut stream: R,
+    certificate: Option<CertificateDer<'static>>,
+    transport: &Arc<TcpTransport>,
+) -> Result<(), Refused> {
+    let limits = &transport.limits;
+    let mut pending = Vec::new();
+    let mut speaker: Option<(u64, InboundGuard)> = None;
+    loop {
+        let wait = if speaker.is_none() {
+            limits.handshake
+        } else {
+            limits.idle
+        };
+        read_message(&mut stream, &mut pending, wait, limits.max_message).await?;
+        let message =
+            Message::decode(&pending[..]).map_err(|e| (Rejection::Decode, e.to_string()))?;
+        transport
+            .counters
+            .largest_message
+            .fetch_max(pending.len() as u64, Ordering::Relaxed);
+        if pending.capacity() > MAX_FRAME {
+            pending = Vec::new();
+        }
+        if message.to != transport.id {
+            return Err((
+                Rejection::Sender,
+                format!(
+                    "a message for node {}, this is node {}",
+                    message.to, transport.id
+                ),
+            ));
+        }
+        match &speaker {
+            Some((id, _)) if *id != message.from => {
+                return Err((
+                    Rejection::Sender,
+                    format!("node {id} sent a message from node {}", message.from),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let from = message.from;
+                if !transport.knows(from) {
+                    return Err((Rejection::Sender, format!("node {from} is not a peer")));
+                }
+                if let (Some(tls), Some(certificate)) = (&transport.tls, &certificate)
+                    && !tls.names_node(certificate, from)
+                {
+                    return Err((
+                        Rejection::Identity,
+                        format!("the certificate does not name node {from}"),
+                    ));
+                }
+                let guard = transport.enter(from).ok_or((
+                    Rejection::Connections,
+                    format!("node {from} holds too many connections"),
+                ))?;
+                speaker = Some((from, guard));
+            }
+        }
+        if !transport.handle.deliver(message) {
+            transport.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_message_goes_in_bounded_frames_and_a_small_one_as_before() {
+        let small = vec![7u8; 100];
+        assert_eq!(frames(&small), vec![(100, &small[..])]);
+        let large = vec![1u8; 3 * CHUNK + 10 + MAX_FRAME];
+        let split = frames(&large);
+        assert!(
+            split
+                .iter()
+                .all(|(h, f)| (h & !MORE) as usize == f.len() && f.len() <= CHUNK)
+        );
+        assert!(split[..split.len() - 1].iter().all(|(h, _)| h & MORE != 0));
+        assert_eq!(split.last().unwrap().0 & MORE, 0);
+        assert_eq!(
+            split.iter().map(|(_, f)| f.len()).sum::<usize>(),
+            large.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn frames_are_read_back_and_a_lying_header_allocates_nothing() {
+        let large = vec![3u8; 2 * MAX_FRAME];
+        let mut wire = Vec::new();
+        for (header, frame) in frames(&large) {
+            wire.extend_from_slice(&header.to_be_bytes());
+            wire.extend_from_slice(frame);
+        }
+        let mut pending = Vec::new();
+        read_message(
+            &mut &wire[..],
+            &mut pending,
+            Duration::from_secs(1),
+            64 << 20,
+        )
+        .await
+        .unwrap();
+        assert_eq!(pending, large);
+        // 64 MiB announced, 4 octets sent: refused on the header, before any allocation.
+        let lie = (64u32 << 20).to_be_bytes();
+        let err = read_message(
+            &mut &lie[..],
+            &mut pending,
+            Duration::from_secs(1),
+            64 << 20,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.0, Rejection::Size);
+        // A message assembled past the limit is refused too.
+        let err = read_message(
+            &mut &wire[..],
+            &mut pending,
+            Duration::from_secs(1),
+            MAX_FRAME,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.0, Rejection::Size);
     }
 }

@@ -477,7 +477,7 @@ fn a_client_leaving_mid_drill_does_not_skip_the_restore() {
     // asks it cannot converge and runs until its timeout.
     let raft = format!("127.0.0.1:{}", tests::free_port("127.0.0.1"));
     let config = format!(
-        "{CONFIG}\n[store]\nnode_id = 1\ntick_interval = \"50ms\"\nnodes = [{{ id = 1, raft = \"{raft}\" }}, {{ id = 2, raft = \"127.0.0.1:9\", dns = \"127.0.99.99:53\", learner = true }}]\n"
+        "{CONFIG}\n[store]\nnode_id = 1\ntick_interval = \"50ms\"\ninsecure_plaintext = true\nnodes = [{{ id = 1, raft = \"{raft}\" }}, {{ id = 2, raft = \"127.0.0.1:9\", dns = \"127.0.99.99:53\", learner = true }}]\n"
     );
     let node = DnsNode::start(&config, false);
     assert_eventually!(

@@ -40,7 +40,7 @@ pub(crate) fn store_section(id: u64, nodes: &[(u64, SocketAddr, bool)]) -> Strin
         .map(|(n, raft, learner)| format!("{{ id = {n}, raft = \"{raft}\", learner = {learner} }}"))
         .collect();
     format!(
-        "\n[store]\nnode_id = {id}\ndata_dir = \"data\"\ntick_interval = \"50ms\"\nelection_ticks = 10\nheartbeat_ticks = 2\nsnapshot_threshold = 40\npropose_timeout = \"3s\"\nnodes = [{}]\n",
+        "\n[store]\nnode_id = {id}\ndata_dir = \"data\"\ntick_interval = \"50ms\"\nelection_ticks = 10\nheartbeat_ticks = 2\nsnapshot_threshold = 40\npropose_timeout = \"3s\"\ninsecure_plaintext = true\nnodes = [{}]\n",
         list.join(", ")
     )
 }
@@ -490,27 +490,11 @@ fn staleness_is_frozen_while_degraded_and_applies_when_reports_stop() {
 
 /// A CA and node certificates (IP SANs) written as PEM files into `dir`.
 pub(crate) fn certificates(dir: &tests::TempDir, ca_name: &str, nodes: &[(u64, &str)]) -> String {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, ca_name);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let ca_path = dir.write(&format!("{ca_name}.pem"), ca.pem());
+    let pki = crate::pki::Pki::new(dir.path(), ca_name);
     for (id, ip) in nodes {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("store node {id}"));
-        params.subject_alt_names = vec![SanType::IpAddress(ip.parse().unwrap())];
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        dir.write(&format!("node-{id}.pem"), cert.pem());
-        dir.write(&format!("node-{id}.key"), key.serialize_pem());
+        pki.node(*id, ip);
     }
-    ca_path.display().to_string()
+    pki.ca.display().to_string()
 }
 
 #[test]
@@ -542,7 +526,8 @@ fn mutual_tls_between_nodes_admits_only_the_clusters_ca() {
                 "tls = {{ cert = \"{0}/node-{id}.pem\", key = \"{0}/node-{id}.key\", ca = \"{ca_file}\" }}\n",
                 pki.path().display()
             );
-            let config = format!("{CONFIG}{}{tls}", store_section(id, &raft));
+            let store = store_section(id, &raft).replace("insecure_plaintext = true\n", "");
+            let config = format!("{CONFIG}{store}{tls}");
             let ip = &ips[id as usize - 1];
             DnsNode::start_with(Some(&config), &["--listen", &format!("{ip}:0"), "--admin", &format!("{ip}:0")])
         })

@@ -342,6 +342,8 @@ pub struct RawStore {
     #[serde(default)]
     pub nodes: Vec<RawStoreNode>,
     pub tls: Option<RawTls>,
+    pub cluster: Option<String>,
+    pub insecure_plaintext: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

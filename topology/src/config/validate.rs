@@ -755,6 +755,43 @@ fn store(raw: &RawStore, site_names: &HashSet<&str>) -> Result<StoreSettings> {
         key: t.key.clone(),
         ca: t.ca.clone(),
     });
+    let cluster = raw.cluster.clone().unwrap_or_else(|| "portico".into());
+    if cluster.is_empty()
+        || !cluster
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    {
+        return Err(invalid(
+            key.key("cluster"),
+            format!(
+                "{cluster:?}: a cluster name is DNS labels (letters, digits, '-') separated by dots"
+            ),
+        ));
+    }
+    let insecure_plaintext = raw.insecure_plaintext.unwrap_or(false);
+    // A store of several nodes talks raft over the network: that needs mutual TLS, unless
+    // every node is on this machine and plaintext is asked for by name.
+    if nodes.len() > 1 && tls.is_none() {
+        let all_loopback = nodes.iter().all(|n| n.raft.ip().is_loopback());
+        if !insecure_plaintext {
+            return Err(invalid(
+                key.key("tls"),
+                "a store of several nodes needs mutual TLS between them: set store.tls = { cert, key, ca } (or, with every node on loopback, store.insecure_plaintext = true)",
+            ));
+        }
+        if !all_loopback {
+            return Err(invalid(
+                key.key("insecure_plaintext"),
+                "plaintext raft is allowed only when every node's raft address is loopback: set store.tls",
+            ));
+        }
+    }
+    if insecure_plaintext && tls.is_some() {
+        return Err(invalid(
+            key.key("insecure_plaintext"),
+            "store.tls is set: remove insecure_plaintext",
+        ));
+    }
     Ok(StoreSettings {
         node_id,
         data_dir: raw
@@ -768,5 +805,7 @@ fn store(raw: &RawStore, site_names: &HashSet<&str>) -> Result<StoreSettings> {
         propose_timeout,
         nodes,
         tls,
+        cluster,
+        insecure_plaintext,
     })
 }

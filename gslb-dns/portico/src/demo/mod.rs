@@ -80,7 +80,7 @@ fn base_config(args: &DemoArgs) -> anyhow::Result<String> {
         })
         .collect();
     text.push_str(&format!(
-        "\n[store]\ntick_interval = \"50ms\"\nelection_ticks = 10\nheartbeat_ticks = 2\nnodes = [{}]\n",
+        "\n[store]\ntick_interval = \"50ms\"\nelection_ticks = 10\nheartbeat_ticks = 2\n# Every node on loopback, in one process: raft without TLS is allowed here only.\ninsecure_plaintext = true\nnodes = [{}]\n",
         nodes.join(", ")
     ));
     Ok(text)

@@ -1,0 +1,510 @@
+//! A hostile network against the real binaries: floods and lies at the raft port, the admin
+//! API and DNS over TCP, with a cluster that must keep committing and answering meanwhile.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tests::{DnsNode, TempDir, assert_eventually, free_port, process_usage, runtime};
+
+use crate::CONFIG;
+use crate::cluster::store_section;
+use crate::pki::Pki;
+
+/// Three voters with mutual TLS on 127.0.{51,52,53}.1, their certificates from a CA in
+/// `dir` (`node-N.pem`, `node-N.key`, `portico-ca.pem`).
+fn tls_cluster(dir: &TempDir) -> (Vec<DnsNode>, Vec<SocketAddr>, Pki) {
+    let ips: Vec<String> = (1..=3).map(|i| format!("127.0.{}.1", 50 + i)).collect();
+    let pki = Pki::new(dir.path(), "portico-ca");
+    let raft: Vec<(u64, SocketAddr, bool)> = (1..=3u64)
+        .map(|i| {
+            let ip = &ips[i as usize - 1];
+            pki.node(i, ip);
+            (i, format!("{ip}:{}", free_port(ip)).parse().unwrap(), false)
+        })
+        .collect();
+    let nodes = (1..=3u64)
+        .map(|id| {
+            let store = store_section(id, &raft).replace("insecure_plaintext = true\n", "");
+            let ip = &ips[id as usize - 1];
+            DnsNode::start_with(
+                Some(&format!("{CONFIG}{store}{}", pki.store_tls(id))),
+                &[
+                    "--listen",
+                    &format!("{ip}:0"),
+                    "--admin",
+                    &format!("{ip}:0"),
+                ],
+            )
+        })
+        .collect();
+    (nodes, raft.iter().map(|(_, a, _)| *a).collect(), pki)
+}
+
+/// A TLS connection to `to` presenting `cert`/`key` (of the cluster's CA), expecting the
+/// server to be `server` (`node-1.portico`).
+fn tls_client(
+    pki: &TempDir,
+    cert: &str,
+    server: &str,
+    to: SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio_rustls::rustls;
+    let dir = pki.path();
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.join(format!("{cert}.pem")))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{cert}.key"))).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(dir.join("portico-ca.pem")).unwrap() {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = ServerName::try_from(server.to_owned()).unwrap();
+    runtime().block_on(async {
+        let tcp = tokio::net::TcpStream::connect(to).await.unwrap();
+        connector
+            .connect(name, tcp)
+            .await
+            .expect("the TLS handshake")
+    })
+}
+
+/// A raft heartbeat as protobuf: `msg_type` 8 (MsgHeartbeat), `to`, `from`, `term`.
+fn heartbeat(to: u8, from: u8, term: u8) -> Vec<u8> {
+    let message = [0x08, 8, 0x10, to, 0x18, from, 0x20, term];
+    let mut frame = (message.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&message);
+    frame
+}
+
+/// Whether the other end closed the connection (read returns end of stream or an error).
+/// True when the peer closed (or reset) the connection, after whatever it sent first (a TLS
+/// alert); false when it is still open after the stream's read timeout.
+fn closed_by_peer(stream: &mut impl Read) -> bool {
+    let mut buffer = [0u8; 512];
+    for _ in 0..64 {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+    false
+}
+
+fn rejected(node: &DnsNode, reason: &str) -> u64 {
+    metric(
+        node,
+        &format!("portico_store_peer_rejected_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+#[test]
+fn the_raft_port_takes_nothing_from_strangers_or_impostors() {
+    let pki = TempDir::new("hostile-pki");
+    let (nodes, raft, _ca) = tls_cluster(&pki);
+    assert_eventually!(
+        Duration::from_secs(15),
+        nodes
+            .iter()
+            .all(|n| n.get_json("/api/v1/config")["version"] == 1),
+        "the TLS cluster did not form"
+    );
+    let target = raft[0];
+    let (_, rss_before) = process_usage(nodes[0].pid());
+    let answer = |node: &DnsNode| node.short(&["-b", "127.1.0.9", "s3.storage.example"]);
+    let before = answer(&nodes[0]);
+
+    // Writes go on through the attack: a drain and an undrain, over and over.
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, committed, admin) = (stop.clone(), committed.clone(), nodes[1].admin.unwrap());
+        std::thread::spawn(move || {
+            let mut drained = false;
+            while !stop.load(Ordering::Relaxed) {
+                let action = if drained { "undrain" } else { "drain" };
+                let path = format!("/api/v1/members/s3/sin-2/{action}");
+                if tests::try_http(admin, "POST", &path, Some("{}")).is_ok_and(|(s, _)| s == 200) {
+                    committed.fetch_add(1, Ordering::Relaxed);
+                    drained = !drained;
+                }
+            }
+        })
+    };
+    let started = Instant::now();
+    // A stranger: a 64 MiB frame header, garbage, 500 half-open connections, in the clear.
+    let attacker = |i: u32| -> std::io::Result<TcpStream> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        socket.bind(&SocketAddr::from(([127, 0, 66, 1 + (i % 200) as u8], 0)).into())?;
+        socket.connect_timeout(&target.into(), Duration::from_secs(1))?;
+        Ok(socket.into())
+    };
+    let mut header = attacker(0).unwrap();
+    header.write_all(&(64u32 << 20).to_be_bytes()).unwrap();
+    header
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(closed_by_peer(&mut header), "a 64 MiB header kept open");
+    let mut garbage = attacker(1).unwrap();
+    let _ = garbage.write_all(&[0x16, 3, 1, 0, 200]); // a TLS record header, then junk
+    let _ = garbage.write_all(&vec![0xAB; 64 * 1024]);
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(closed_by_peer(&mut garbage), "garbage kept open");
+    let mut half_open: Vec<TcpStream> = (0..500).filter_map(|i| attacker(i + 2).ok()).collect();
+    assert!(
+        half_open.len() >= 400,
+        "{} connections made",
+        half_open.len()
+    );
+    // Every one of them is closed: over the caps at once, the rest after the handshake
+    // timeout (3 s).
+    for stream in &mut half_open {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+    }
+    let mut open_after = 0;
+    for stream in &mut half_open {
+        if !closed_by_peer(stream) {
+            open_after += 1;
+        }
+    }
+    assert_eq!(open_after, 0, "half-open connections left open");
+
+    // An impostor: node 2's valid certificate, speaking as node 3.
+    let mut impostor = tls_client(&pki, "node-2", "node-1.portico", target);
+    runtime().block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        impostor.write_all(&heartbeat(1, 3, 99)).await.unwrap();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), impostor.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the impostor's connection stayed open"
+        );
+    });
+    // Node 2's certificate with a 64 MiB frame header: refused on the header.
+    let mut greedy = tls_client(&pki, "node-2", "node-1.portico", target);
+    runtime().block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        greedy.write_all(&heartbeat(1, 2, 1)).await.unwrap();
+        greedy
+            .write_all(&(64u32 << 20).to_be_bytes())
+            .await
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), greedy.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "a 64 MiB frame kept open"
+        );
+    });
+    let attacked_for = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let commits = committed.load(Ordering::Relaxed);
+    let (_, rss_after) = process_usage(nodes[0].pid());
+    eprintln!(
+        "raft port attack: {commits} writes committed in {attacked_for:?} ({:.0}/s); node 1 RSS {} -> {} KiB",
+        commits as f64 / attacked_for.as_secs_f64(),
+        rss_before,
+        rss_after
+    );
+    assert!(
+        commits as f64 / attacked_for.as_secs_f64() > 5.0,
+        "the cluster stopped committing under the attack: {commits} in {attacked_for:?}"
+    );
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
+    assert!(
+        rejected(&nodes[0], "identity") >= 1,
+        "the impostor was not counted"
+    );
+    assert!(rejected(&nodes[0], "size") >= 1);
+    assert!(rejected(&nodes[0], "connections") + rejected(&nodes[0], "timeout") >= 400);
+    // The impostor changed nothing: same leader, same answers, every node committing.
+    assert_eq!(answer(&nodes[0]), before);
+    let status: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|n| n.get_json("/api/v1/store")["node"].clone())
+        .collect();
+    assert!(
+        status
+            .iter()
+            .all(|s| s["leader"] == status[0]["leader"] && s["term"] != 99),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn a_store_of_several_nodes_without_tls_does_not_start() {
+    let dir = TempDir::new("no-tls");
+    let config = format!(
+        "{CONFIG}\n[store]\nnode_id = 1\nnodes = [{{ id = 1, raft = \"10.9.0.1:7001\" }}, {{ id = 2, raft = \"10.9.0.2:7001\" }}]\n"
+    );
+    let file = dir.write("portico.toml", &config);
+    for args in [vec!["--check-config"], vec!["--listen", "127.0.0.1:0"]] {
+        let output = tests::run(
+            std::process::Command::new(tests::binary("gslb-dns"))
+                .arg("--config")
+                .arg(&file)
+                .args(&args),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("`store.tls`"), "{args:?}: {stderr}");
+    }
+    // Plaintext asked for by name, but not on loopback: refused too.
+    let plaintext = config.replace("nodes = [", "insecure_plaintext = true\nnodes = [");
+    let file = dir.write("plaintext.toml", &plaintext);
+    let output = tests::run(
+        std::process::Command::new(tests::binary("gslb-dns"))
+            .arg("--config")
+            .arg(&file)
+            .arg("--check-config"),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`store.insecure_plaintext`") && stderr.contains("loopback"),
+        "{stderr}"
+    );
+}
+
+/// The value of a node's metric `name` (with its labels, if any).
+fn metric(node: &DnsNode, name: &str) -> u64 {
+    let metrics = node.http("GET", "/metrics", None).1;
+    let prefix = format!("{name} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_large_state_reaches_a_new_node_in_bounded_frames() {
+    // 5,000 members and 50,000 RTT prefixes: a snapshot of several frames' worth.
+    const MEMBERS: usize = 5_000;
+    const PREFIXES: usize = 50_000;
+    let sites = ["fra", "iad", "sin"];
+    let mut bulk = String::from("\n[[service]]\nname = \"bulk\"\nmembers = [\n");
+    for i in 0..MEMBERS {
+        bulk.push_str(&format!(
+            "    {{ site = \"{}\", node = \"b-{i}\", address = \"127.60.{}.{}\" }},\n",
+            sites[i % 3],
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    bulk.push_str("]\n");
+    let dir = TempDir::new("large-state");
+    let pki = crate::pki::Pki::new(dir.path(), "portico-ca");
+    let ips = ["127.0.54.1", "127.0.55.1"];
+    pki.node(1, ips[0]);
+    pki.node(2, ips[1]);
+    let raft: Vec<(u64, SocketAddr, bool)> = (1..=2u64)
+        .map(|i| {
+            let ip = ips[i as usize - 1];
+            (
+                i,
+                format!("{ip}:{}", free_port(ip)).parse().unwrap(),
+                i == 2,
+            )
+        })
+        .collect();
+    let start = |id: u64| {
+        let store = store_section(id, &raft).replace("insecure_plaintext = true\n", "");
+        let ip = ips[id as usize - 1];
+        DnsNode::start_with(
+            Some(&format!("{CONFIG}{bulk}{store}{}", pki.store_tls(id))),
+            &[
+                "--listen",
+                &format!("{ip}:0"),
+                "--admin",
+                &format!("{ip}:0"),
+            ],
+        )
+    };
+    let first = start(1);
+    // Every member reported on, with its reason, by its site's agent.
+    for (s, site) in sites.iter().enumerate() {
+        let names: Vec<String> = (s..MEMBERS).step_by(3).map(|i| format!("b-{i}")).collect();
+        let members: Vec<(&str, &str, &str, &str)> = names
+            .iter()
+            .map(|n| ("bulk", n.as_str(), "up", "s3 GET 200 in 1 ms"))
+            .collect();
+        let report = tests::agent_report(site, &format!("{site}-agent"), 1, &members);
+        let (status, body) = first.http("POST", "/api/v1/reports", Some(&report));
+        assert_eq!(status, 200, "{body}");
+    }
+    for batch in 0..10 {
+        let samples: Vec<String> = (0..PREFIXES / 10)
+            .map(|i| {
+                let n = batch * (PREFIXES / 10) + i;
+                format!(
+                    r#"{{"prefix":"10.{}.{}.0/24","rtt_us":{},"samples":3}}"#,
+                    n / 256,
+                    n % 256,
+                    1000 + n
+                )
+            })
+            .collect();
+        let body = format!(r#"{{"site":"fra","samples":[{}]}}"#, samples.join(","));
+        let (status, answer) = first.http("POST", "/api/v1/rtt", Some(&body));
+        assert_eq!(status, 200, "{answer}");
+    }
+    let rtt_count = |node: &DnsNode| {
+        node.get_json("/api/v1/rtt")["rtt"]["fra"]
+            .as_object()
+            .map_or(0, |m| m.len())
+    };
+    assert_eq!(rtt_count(&first), PREFIXES);
+
+    // Node 2 joins as a learner: the leader snapshots for it and sends it in frames.
+    let second = start(2);
+    let (status, body) = first.http(
+        "POST",
+        "/api/v1/store/nodes",
+        Some(&format!(
+            r#"{{"id":2,"raft":"{}","learner":true}}"#,
+            raft[1].1
+        )),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eventually!(
+        Duration::from_secs(30),
+        rtt_count(&second) == PREFIXES,
+        "the learner has {} of {PREFIXES} prefixes: {}",
+        rtt_count(&second),
+        second.get_json("/api/v1/store")
+    );
+    let largest = metric(&first, "portico_store_largest_message_bytes");
+    eprintln!(
+        "large state: the largest raft message was {largest} octets, in {} chunked sends",
+        metric(&first, "portico_store_chunked_messages_sent_total")
+    );
+    assert!(
+        largest > 4 << 20,
+        "the snapshot ({largest} octets) fits one frame: the test proves nothing"
+    );
+    assert!(metric(&first, "portico_store_chunked_messages_sent_total") >= 1);
+    assert!(metric(&second, "portico_store_largest_message_bytes") >= largest);
+    // The learner holds what the leader holds: every member's state and the RTT table.
+    let members = |node: &DnsNode| {
+        let state = node.get_json("/api/v1/state");
+        let bulk = state["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "bulk")
+            .cloned()
+            .unwrap();
+        bulk["members"].clone()
+    };
+    let on_second = members(&second);
+    assert_eq!(on_second.as_array().map(Vec::len), Some(MEMBERS));
+    assert_eq!(on_second, members(&first));
+    assert_eq!(
+        second.get_json("/api/v1/rtt")["rtt"],
+        first.get_json("/api/v1/rtt")["rtt"]
+    );
+}
+
+/// The certificate a node's raft port presents to a client with node 2's certificate.
+fn presented_certificate(pki: &TempDir, to: SocketAddr) -> Vec<u8> {
+    let stream = tls_client(pki, "node-2", "node-1.portico", to);
+    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn pem_der(path: &std::path::Path) -> Vec<u8> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::pem_file_iter(path)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn store_certificates_reload_on_sighup_and_a_bad_file_changes_nothing() {
+    let dir = TempDir::new("reload-pki");
+    let (nodes, raft, ca) = tls_cluster(&dir);
+    assert_eventually!(
+        Duration::from_secs(15),
+        nodes
+            .iter()
+            .all(|n| n.get_json("/api/v1/config")["version"] == 1),
+        "the TLS cluster did not form"
+    );
+    let first = pem_der(&dir.path().join("node-1.pem"));
+    assert_eq!(presented_certificate(&dir, raft[0]), first);
+    // The certificate is renewed in place, then the node is told.
+    let (renewed, _) = ca.node(1, "127.0.51.1");
+    let second = pem_der(&renewed);
+    assert_ne!(first, second);
+    assert_eq!(
+        presented_certificate(&dir, raft[0]),
+        first,
+        "changed before SIGHUP"
+    );
+    nodes[0].signal("-HUP");
+    assert_eventually!(
+        Duration::from_secs(5),
+        presented_certificate(&dir, raft[0]) == second,
+        "the renewed certificate is not in use after SIGHUP"
+    );
+    assert_eq!(metric(&nodes[0], "portico_tls_reloads_total"), 1);
+    // A key file that cannot be read: the node keeps the certificate it has.
+    std::fs::write(dir.path().join("node-1.key"), "not a key").unwrap();
+    nodes[0].signal("-HUP");
+    assert_eventually!(
+        Duration::from_secs(5),
+        metric(&nodes[0], "portico_tls_reload_errors_total") == 1,
+        "the failed reload was not counted"
+    );
+    assert_eq!(presented_certificate(&dir, raft[0]), second);
+    // And the cluster still commits, with node 1 among the voters.
+    let (status, body) = nodes[0].http("POST", "/api/v1/sites/sin/drain", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eventually!(
+        Duration::from_secs(5),
+        nodes
+            .iter()
+            .all(|n| n.get_json("/api/v1/store")["node"]["applied"]
+                == nodes[0].get_json("/api/v1/store")["node"]["applied"]),
+        "the nodes did not converge after the reloads"
+    );
+    assert!(
+        nodes[0]
+            .new_log_lines()
+            .iter()
+            .any(|l| l.contains("keeping the ones loaded"))
+    );
+}

@@ -67,6 +67,11 @@ fn main() -> ExitCode {
         }
         config.node.store.node_id = id;
     }
+    // The listen address may have come from the command line: check it as the file's is.
+    if let Some(why) = config.node.admin.exposure_error() {
+        eprintln!("gslb-dns: `admin.tls`: {why}");
+        return ExitCode::from(2);
+    }
     if args.check_config {
         let d = &config.deployment;
         println!(

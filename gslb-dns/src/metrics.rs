@@ -32,6 +32,69 @@ const RCODE_NAMES: [&str; RCODES] = [
     "BADVERS",
 ];
 
+/// Why the admin API refused a request (all before any handler ran, but an agent or proxy
+/// writing for another site, which the handler finds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A `Host` that is not one of the API's names (DNS rebinding).
+    Host,
+    /// An `Origin` other than the API's own (a page elsewhere).
+    Origin,
+    /// A change not sent as JSON (a form, a `no-cors` fetch).
+    ContentType,
+    /// No identity, or a token that is not one of ours.
+    Unauthenticated,
+    /// An identity whose role does not allow it.
+    Forbidden,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 5] = [
+        Refusal::Host,
+        Refusal::Origin,
+        Refusal::ContentType,
+        Refusal::Unauthenticated,
+        Refusal::Forbidden,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::Host => "host",
+            Refusal::Origin => "origin",
+            Refusal::ContentType => "content_type",
+            Refusal::Unauthenticated => "unauthenticated",
+            Refusal::Forbidden => "forbidden",
+        }
+    }
+}
+
+/// The admin API's connections and refusals.
+#[derive(Debug, Default)]
+pub struct AdminCounters {
+    refusals: [AtomicU64; 5],
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// Connections closed at once: `admin.max_connections` were open.
+    pub over_limit: AtomicU64,
+    /// TLS handshakes that failed or did not finish within the header timeout.
+    pub handshake_failures: AtomicU64,
+    /// Requests whose body or answer took longer than `admin.request_timeout`.
+    pub timeouts: AtomicU64,
+}
+
+impl AdminCounters {
+    pub fn refused(&self, why: Refusal) {
+        self.refusals[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
+        Refusal::ALL
+            .iter()
+            .map(|r| (r.name(), self.refusals[*r as usize].load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
 /// Everything the node counts.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -42,6 +105,7 @@ pub struct Metrics {
     /// TLS files read again on SIGHUP, and those that could not be used.
     pub tls_reloads: AtomicU64,
     pub tls_reload_errors: AtomicU64,
+    pub admin: Arc<AdminCounters>,
 }
 
 impl Metrics {
@@ -155,6 +219,7 @@ impl Metrics {
             "GeoIP database files that failed to load (the old one stays).",
             self.geoip_reload_errors.load(Ordering::Relaxed),
         );
+        render_admin(&mut out, &self.admin);
         out.single(
             "portico_tls_reloads_total",
             Kind::Counter,
@@ -168,6 +233,45 @@ impl Metrics {
             self.tls_reload_errors.load(Ordering::Relaxed),
         );
         out.finish()
+    }
+}
+
+fn render_admin(out: &mut Exposition, admin: &AdminCounters) {
+    out.family(
+        "portico_admin_refused_total",
+        Kind::Counter,
+        "Admin API requests refused, by reason (host, origin, content_type, unauthenticated, forbidden: a role that does not allow it, or an agent or proxy writing for another site).",
+    );
+    for (reason, value) in admin.refusals() {
+        out.sample("portico_admin_refused_total", &[("reason", reason)], value);
+    }
+    for (name, kind, help, value) in [
+        (
+            "portico_admin_connections",
+            Kind::Gauge,
+            "Admin API connections open.",
+            &admin.open,
+        ),
+        (
+            "portico_admin_connections_over_limit_total",
+            Kind::Counter,
+            "Admin API connections closed at once because admin.max_connections were open.",
+            &admin.over_limit,
+        ),
+        (
+            "portico_admin_tls_handshake_failures_total",
+            Kind::Counter,
+            "Admin API TLS handshakes that failed or took longer than admin.header_timeout.",
+            &admin.handshake_failures,
+        ),
+        (
+            "portico_admin_request_timeouts_total",
+            Kind::Counter,
+            "Admin API requests whose body or answer took longer than admin.request_timeout.",
+            &admin.timeouts,
+        ),
+    ] {
+        out.single(name, kind, help, value.load(Ordering::Relaxed));
     }
 }
 

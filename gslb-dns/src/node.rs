@@ -10,11 +10,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use geoip_data::{GeoDb, WatchedDb};
+use portico_client::tls::ClientTls;
 use state_store::clock::now;
 use tokio::sync::watch;
 use topology::Config;
 
-use crate::api::{ApiContext, auth::Auth};
+use crate::api::ApiContext;
+use crate::api::auth::{Auth, Gate};
+use crate::api::server::{ServeOptions, ServerTls};
 use crate::control::Control;
 use crate::drill::Drills;
 use crate::metrics::Metrics;
@@ -64,10 +67,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let geo = watched
         .as_ref()
         .map_or_else(|| Arc::new(GeoDb::test_database()), WatchedDb::current);
-    let auth = Arc::new(Auth::load(
-        node.admin.token_file.as_deref(),
-        node.admin.reads,
-    )?);
+    let auth = Auth::load(node.admin.token_file.as_deref(), node.admin.reads)?;
     let metrics = Arc::new(Metrics::new());
     let dns_settings = Arc::new(node.dns.clone());
     let control = Arc::new(Control::new(
@@ -77,7 +77,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         metrics.counters.clone(),
         now(),
     )?);
-    let store = Arc::new(Store::open(&node.store)?);
+    // The other nodes' APIs are HTTPS too when this one's is, under the same CA.
+    let peer_api_tls = node.admin.tls.as_ref().and_then(|t| {
+        t.ca.as_ref().map(|ca| ClientTls {
+            ca: ca.into(),
+            identity: None,
+        })
+    });
+    let store = Arc::new(Store::open(&node.store, peer_api_tls)?);
 
     let stop = Arc::new(AtomicBool::new(false));
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -111,7 +118,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         dns.push(bound);
     }
     let mut admin_bound = None;
+    let admin_tls = match &node.admin.tls {
+        Some(files) => Some(Arc::new(
+            ServerTls::load(files).context("cannot load the admin API's TLS files (admin.tls)")?,
+        )),
+        None => None,
+    };
     if let Some(listen) = node.admin.listen {
+        if let Some(why) = node.admin.exposure_error() {
+            anyhow::bail!("`admin.tls`: {why}");
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot bind the admin API on {listen}"))?;
@@ -127,10 +143,23 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             drills: Arc::new(Drills::new(Some(drills_dir))),
             file_document: Arc::new(document.clone()),
         };
-        tasks.push(tokio::spawn(crate::api::serve(
-            listener,
-            context,
+        let gate = Arc::new(Gate {
             auth,
+            names: node.admin.names.clone(),
+            counters: metrics.admin.clone(),
+        });
+        let options = ServeOptions {
+            max_connections: node.admin.max_connections,
+            header_timeout: node.admin.header_timeout,
+            cluster: node.store.cluster.clone(),
+        };
+        tasks.push(tokio::spawn(crate::api::server::serve(
+            listener,
+            crate::api::app(context, gate, node.admin.request_timeout),
+            admin_tls.clone(),
+            options,
+            control.clone(),
+            metrics.admin.clone(),
             shutdown_rx.clone(),
         )));
     }
@@ -178,6 +207,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     )));
     tasks.push(tokio::spawn(reload_tls_on_hangup(
         store.tls.clone(),
+        admin_tls,
         metrics.clone(),
         shutdown_rx.clone(),
     )));
@@ -313,6 +343,7 @@ async fn reload_geoip(
 /// after use the new files; a file that fails to load leaves the old configuration in place.
 async fn reload_tls_on_hangup(
     store: Option<state_store::Tls>,
+    admin: Option<Arc<ServerTls>>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -329,18 +360,24 @@ async fn reload_tls_on_hangup(
             _ = hangups.recv() => {}
             _ = shutdown.changed() => return,
         }
-        let Some(tls) = &store else {
+        if store.is_none() && admin.is_none() {
             tracing::info!("SIGHUP: no TLS files to reload");
-            continue;
-        };
-        match tls.reload() {
-            Ok(()) => {
-                metrics.tls_reloads.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(files = ?tls, "SIGHUP: the store's TLS files reloaded");
-            }
-            Err(e) => {
-                metrics.tls_reload_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "SIGHUP: the store's TLS files cannot be used; keeping the ones loaded");
+        }
+        let reloads = [
+            ("the store's", store.as_ref().map(|t| t.reload())),
+            ("the admin API's", admin.as_ref().map(|t| t.reload())),
+        ];
+        for (whose, reloaded) in reloads {
+            match reloaded {
+                None => {}
+                Some(Ok(())) => {
+                    metrics.tls_reloads.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("SIGHUP: {whose} TLS files reloaded");
+                }
+                Some(Err(e)) => {
+                    metrics.tls_reload_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "SIGHUP: {whose} TLS files cannot be used; keeping the ones loaded");
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use portico_client::tls::ClientTls;
 use portico_client::{ApiClient, ClientOptions};
 use state_store::clock::now;
 use state_store::{Committed, Membership, Node, NodeOptions, Outcome, ProposeError, RaftSettings};
@@ -36,6 +37,8 @@ pub struct Store {
     /// Mutual TLS between nodes, when `store.tls` is configured.
     pub tls: Option<Tls>,
     settings: StoreSettings,
+    /// How this node reaches the other nodes' admin APIs (HTTPS with `admin.tls.ca`).
+    peer_api_tls: Option<ClientTls>,
 }
 
 impl std::fmt::Debug for Store {
@@ -44,6 +47,15 @@ impl std::fmt::Debug for Store {
             .field("id", &self.node.id())
             .finish_non_exhaustive()
     }
+}
+
+/// Who a change is recorded as: the authenticated identity, why, and the request's own
+/// `who` as a note when it says something else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribution {
+    pub who: String,
+    pub why: String,
+    pub note: Option<String>,
 }
 
 /// Why a write did not take.
@@ -62,7 +74,10 @@ pub enum WriteError {
 impl Store {
     /// Opens the replica in `<data_dir>/node-<id>` (sled holds a lock on it: one process per
     /// node) and prepares connections to the configured peers. Binds nothing.
-    pub fn open(settings: &StoreSettings) -> anyhow::Result<Store> {
+    pub fn open(
+        settings: &StoreSettings,
+        peer_api_tls: Option<ClientTls>,
+    ) -> anyhow::Result<Store> {
         let data_dir = PathBuf::from(&settings.data_dir).join(format!("node-{}", settings.node_id));
         let tls = match &settings.tls {
             None => None,
@@ -107,6 +122,7 @@ impl Store {
             raft_listen: settings.this_node().map(|n| n.raft),
             tls,
             settings: settings.clone(),
+            peer_api_tls,
         })
     }
 
@@ -263,6 +279,7 @@ async fn seed(store: &Store, control: &Control, document: &str) {
         who: format!("node {id}"),
         why: format!("seeded from node {id}'s configuration file"),
         rollback_of: None,
+        note: None,
     };
     match store.write(control, Command::Deployment(change)).await {
         Ok(committed) => tracing::info!(
@@ -294,6 +311,7 @@ async fn voters_can_apply(store: &Store) -> bool {
         };
         let mut options = ClientOptions::new(vec![api.to_string()]);
         options.timeout = Duration::from_secs(1);
+        options.tls = store.peer_api_tls.clone();
         let Ok(client) = ApiClient::new(options) else {
             return false;
         };

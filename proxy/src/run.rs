@@ -196,6 +196,7 @@ pub fn prepare(
                 .collect(),
         );
         options.token = api_token;
+        options.tls = settings.api_tls.as_ref().map(Into::into);
         options.timeout = Duration::from_secs(3);
         Some(Arc::new(
             ApiClient::new(options).context("`proxy.state_from`")?,

@@ -102,6 +102,7 @@ fn load(args: &Args) -> anyhow::Result<AgentSetup> {
     let mut options =
         ClientOptions::new(settings.report_to.iter().map(ToString::to_string).collect());
     options.token = api_token;
+    options.tls = settings.api_tls.as_ref().map(Into::into);
     options.timeout = settings.report_timeout;
     let api = Arc::new(ApiClient::new(options).context("site_agent.report_to")?);
     Ok(AgentSetup {

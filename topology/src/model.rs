@@ -322,10 +322,59 @@ pub struct DnsSettings {
 #[derive(Debug, Clone, Serialize)]
 pub struct AdminSettings {
     pub listen: Option<SocketAddr>,
-    /// Bearer tokens, one per line (`token` or `name token`); mutations need one.
+    /// Identities, one per line (`name token [role]`); mutations need one.
     pub token_file: Option<String>,
     /// Who may read without a token.
     pub reads: ReadAccess,
+    /// HTTPS for the API, and the CA of client certificates.
+    pub tls: Option<AdminTls>,
+    /// Serve plain HTTP on an address other than loopback (tokens then travel in clear).
+    pub insecure_plaintext: bool,
+    /// The names clients reach the API by (`Host`), besides the address it listens on.
+    pub names: Vec<String>,
+    /// Connections open at once; more are closed as they come.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this.
+    #[serde(with = "crate::config::duration::serde_millis")]
+    pub header_timeout: Duration,
+    /// A request's body must arrive, and its answer start, within this (a drill that is
+    /// waited for is bounded by its own timeout instead).
+    #[serde(with = "crate::config::duration::serde_millis")]
+    pub request_timeout: Duration,
+}
+
+/// How a client (a site agent, a proxy) verifies a TLS admin API, and its own certificate
+/// when it proves its identity with one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiClientTls {
+    pub ca: String,
+    /// Certificate and key files, both or neither.
+    pub identity: Option<(String, String)>,
+}
+
+/// The admin API's TLS files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdminTls {
+    pub cert: String,
+    pub key: String,
+    /// Client certificates signed by this CA prove an identity (their role in a DNS name,
+    /// see `docs/security.md`); the node also verifies other nodes' APIs against it.
+    pub ca: Option<String>,
+}
+
+impl AdminSettings {
+    /// Why the API may not listen on `listen` as configured: plain HTTP off loopback without
+    /// `insecure_plaintext`. Checked when the file is read, and again after a command-line
+    /// override of the address.
+    pub fn exposure_error(&self) -> Option<String> {
+        let listen = self.listen?;
+        if self.tls.is_some() || self.insecure_plaintext || listen.ip().is_loopback() {
+            return None;
+        }
+        Some(format!(
+            "the admin API would serve plain HTTP on {listen}, off loopback, where tokens travel in clear: set admin.tls = {{ cert, key }} (or admin.insecure_plaintext = true)"
+        ))
+    }
 }
 
 /// Who may use the admin API's read endpoints without a token.

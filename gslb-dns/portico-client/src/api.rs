@@ -29,8 +29,11 @@ const UNAVAILABLE_PAUSE: Duration = Duration::from_millis(200);
 pub struct ClientOptions {
     /// Admin API addresses (`host:port` or `http://host:port`), tried in this order.
     pub nodes: Vec<String>,
-    /// The bearer token sent with every request.
+    /// The bearer token sent with every request (never over plain HTTP off loopback).
     pub token: Option<String>,
+    /// The API is HTTPS: its certificate must chain to this CA; with an identity, the
+    /// client presents its certificate.
+    pub tls: Option<crate::tls::ClientTls>,
     pub connect_timeout: Duration,
     /// The longest one request may take, answer included (a call may ask for longer).
     pub timeout: Duration,
@@ -42,6 +45,7 @@ impl ClientOptions {
         ClientOptions {
             nodes,
             token: None,
+            tls: None,
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(5),
         }
@@ -59,18 +63,37 @@ pub struct ApiClient {
     preferred: AtomicUsize,
 }
 
-/// A node's base URL from `host:port` or `http://host:port`.
-fn base_url(text: &str) -> Result<Url, ClientError> {
+/// A node's base URL from `host:port`, `http://host:port` or `https://host:port`; without a
+/// scheme, `https` when the client has TLS settings.
+fn base_url(text: &str, tls: bool) -> Result<Url, ClientError> {
     let with_scheme = if text.contains("://") {
         text.to_owned()
+    } else if tls {
+        format!("https://{text}")
     } else {
         format!("http://{text}")
     };
     let url = Url::parse(&with_scheme).map_err(|_| ClientError::BadAddress(text.to_owned()))?;
-    if url.scheme() != "http" || url.host().is_none() || url.port_or_known_default().is_none() {
+    let known = matches!(url.scheme(), "http" | "https");
+    if !known || url.host().is_none() || url.port_or_known_default().is_none() {
         return Err(ClientError::BadAddress(text.to_owned()));
     }
+    if url.scheme() == "https" && !tls {
+        return Err(ClientError::Setup(format!(
+            "{text}: HTTPS needs the CA that signs the API's certificate (api_ca, or --ca)"
+        )));
+    }
     Ok(url)
+}
+
+/// Whether a URL's host is this machine (a token may go there in clear).
+fn is_loopback(url: &Url) -> bool {
+    let host = url.host_str().unwrap_or("");
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_canonical().is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
 }
 
 impl ApiClient {
@@ -81,14 +104,30 @@ impl ApiClient {
         let nodes = options
             .nodes
             .iter()
-            .map(|n| base_url(n))
+            .map(|n| base_url(n, options.tls.is_some()))
             .collect::<Result<Vec<_>, _>>()?;
-        let http = reqwest::Client::builder()
+        if options.token.is_some()
+            && let Some(clear) = nodes
+                .iter()
+                .find(|u| u.scheme() == "http" && !is_loopback(u))
+        {
+            return Err(ClientError::CleartextToken(
+                clear.as_str().trim_end_matches('/').to_owned(),
+            ));
+        }
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .timeout(options.timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("portico/", env!("CARGO_PKG_VERSION")))
-            .no_proxy()
+            .no_proxy();
+        if let Some(tls) = &options.tls {
+            let config = tls
+                .config()
+                .map_err(|e| ClientError::Setup(e.to_string()))?;
+            builder = builder.use_preconfigured_tls(config);
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Setup(e.to_string()))?;
         Ok(ApiClient {
@@ -114,8 +153,8 @@ impl ApiClient {
         self.nodes[i].as_str().trim_end_matches('/').to_owned()
     }
 
-    /// One request as given: `target` is a path with its query, `headers` are added, a
-    /// body without a `Content-Type` header is sent as JSON. The status and body as they
+    /// One request as given: `target` is a path with its query, `headers` are added; a
+    /// change (or a body) without a `Content-Type` header is sent as JSON. The status and body as they
     /// came, tried on each node like any call. For tools and tests that look at the
     /// exchange itself (a refusal's status, a malformed body's answer).
     pub async fn raw(
@@ -179,13 +218,16 @@ impl ApiClient {
                 for (name, value) in headers {
                     request = request.header(*name, *value);
                 }
+                // Every change is JSON, a body or not: the API refuses any other (a form
+                // posted by a page elsewhere).
+                let change = !matches!(method, Method::GET | Method::HEAD);
+                let typed = headers
+                    .iter()
+                    .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+                if (change || body.is_some()) && !typed {
+                    request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+                }
                 if let Some(body) = &body {
-                    let typed = headers
-                        .iter()
-                        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
-                    if !typed {
-                        request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
-                    }
                     request = request.body(body.clone());
                 }
                 let node = self.nodes[i].as_str().trim_end_matches('/');
@@ -527,20 +569,43 @@ mod tests {
     #[test]
     fn addresses_and_segments() {
         assert_eq!(
-            base_url("127.0.0.1:8053").unwrap().as_str(),
+            base_url("127.0.0.1:8053", false).unwrap().as_str(),
             "http://127.0.0.1:8053/"
         );
         assert_eq!(
-            base_url("http://[::1]:8053").unwrap().as_str(),
+            base_url("127.0.0.1:8053", true).unwrap().as_str(),
+            "https://127.0.0.1:8053/"
+        );
+        assert_eq!(
+            base_url("http://[::1]:8053", true).unwrap().as_str(),
             "http://[::1]:8053/"
         );
-        assert!(base_url("ftp://x:1").is_err());
-        assert!(base_url("not an address").is_err());
+        assert!(base_url("ftp://x:1", false).is_err());
+        assert!(base_url("not an address", false).is_err());
+        let https = base_url("https://dns1.example.net:8053", false).unwrap_err();
+        assert!(https.to_string().contains("needs the CA"), "{https}");
         assert_eq!(segment("s3/fra 1"), "s3%2Ffra%201");
         assert!(matches!(
             ApiClient::new(ClientOptions::new(Vec::new())),
             Err(ClientError::NoNodes)
         ));
+    }
+
+    #[test]
+    fn a_token_never_goes_over_plain_http_off_loopback() {
+        let with_token = |nodes: &[&str]| {
+            let mut options = ClientOptions::new(nodes.iter().map(|n| n.to_string()).collect());
+            options.token = Some("0123456789abcdef0123".into());
+            ApiClient::new(options)
+        };
+        assert!(with_token(&["127.0.0.1:8053", "[::1]:8053", "localhost:8053"]).is_ok());
+        let refused = with_token(&["127.0.0.1:8053", "10.1.2.3:8053"]).unwrap_err();
+        assert!(
+            matches!(&refused, ClientError::CleartextToken(n) if n == "http://10.1.2.3:8053"),
+            "{refused}"
+        );
+        // No token: nothing to leak.
+        assert!(ApiClient::new(ClientOptions::new(vec!["10.1.2.3:8053".into()])).is_ok());
     }
 
     #[tokio::test]

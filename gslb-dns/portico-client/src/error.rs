@@ -8,8 +8,13 @@ use topology::wire::ErrorBody;
 pub enum ClientError {
     #[error("no admin API address given")]
     NoNodes,
-    #[error("{0:?} is not an admin API address (host:port or http://host:port)")]
+    #[error("{0:?} is not an admin API address (host:port, http://host:port or https://host:port)")]
     BadAddress(String),
+    /// A token would travel in clear to a host off loopback.
+    #[error(
+        "{0}: a token is never sent over plain HTTP off loopback; reach the API over HTTPS (api_ca, or --ca)"
+    )]
+    CleartextToken(String),
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
     /// No node answered (connection refused, timed out, or every node was unavailable).

@@ -96,6 +96,18 @@ pub struct ClientTls {
     pub identity: Option<(PathBuf, PathBuf)>,
 }
 
+impl From<&topology::model::ApiClientTls> for ClientTls {
+    fn from(settings: &topology::model::ApiClientTls) -> ClientTls {
+        ClientTls {
+            ca: PathBuf::from(&settings.ca),
+            identity: settings
+                .identity
+                .as_ref()
+                .map(|(cert, key)| (PathBuf::from(cert), PathBuf::from(key))),
+        }
+    }
+}
+
 impl ClientTls {
     /// A rustls client configuration from the files (read now).
     pub fn config(&self) -> Result<ClientConfig, TlsError> {

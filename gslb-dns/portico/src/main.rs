@@ -44,6 +44,15 @@ struct Cli {
     /// A file holding a bearer token (first line); or set PORTICO_TOKEN.
     #[arg(long, global = true, env = "PORTICO_TOKEN_FILE")]
     token_file: Option<String>,
+    /// The CA that signs the API's certificate: the API is then reached over HTTPS.
+    #[arg(long, global = true, env = "PORTICO_CA")]
+    ca: Option<String>,
+    /// A client certificate proving an identity (with --key; needs --ca).
+    #[arg(long, global = true, env = "PORTICO_CERT", requires = "key")]
+    cert: Option<String>,
+    /// The client certificate's key.
+    #[arg(long, global = true, env = "PORTICO_KEY", requires = "cert")]
+    key: Option<String>,
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -228,6 +237,17 @@ fn client(cli: &Cli) -> Result<ApiClient, Failure> {
         .collect();
     let mut options = ClientOptions::new(nodes);
     options.token = token;
+    options.tls = match (&cli.ca, &cli.cert, &cli.key) {
+        (None, None, None) => None,
+        (None, _, _) => return Err(Failure(2, "--cert needs --ca (the API's CA)".into())),
+        (Some(ca), cert, key) => Some(portico_client::tls::ClientTls {
+            ca: ca.into(),
+            identity: cert
+                .as_ref()
+                .zip(key.as_ref())
+                .map(|(c, k)| (c.into(), k.into())),
+        }),
+    };
     options.connect_timeout = Duration::from_secs(3);
     options.timeout = Duration::from_secs(15);
     Ok(ApiClient::new(options)?)

@@ -1,5 +1,6 @@
 //! Admin actions: drain, undrain, maintenance and force-down of a member, a site or a
-//! service. Each is one replicated command, recorded in the history with who and why.
+//! service. Each is one replicated command, recorded in the history with who asked (the authenticated identity), why, and the
+//! request's own `who` as a note.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxumState};
@@ -8,7 +9,7 @@ use topology::AdminState;
 use topology::wire::views::{ActionDone, ActionRequest};
 use topology::wire::{AdminAction, Command, Target};
 
-use super::auth::Caller;
+use super::auth::Identity;
 use super::context::{ApiContext, json};
 use super::error::ApiError;
 
@@ -26,7 +27,7 @@ fn parse_action(action: &str) -> Result<AdminState, ApiError> {
 
 async fn act(
     ctx: &ApiContext,
-    caller: Caller,
+    identity: Identity,
     target: Target,
     action: &str,
     body: &[u8],
@@ -37,11 +38,13 @@ async fn act(
     } else {
         json(body)?
     };
+    let by = identity.attribution(request.who, request.why.unwrap_or_default())?;
     let action = AdminAction {
         target: target.clone(),
         admin,
-        who: request.who.unwrap_or(caller.0),
-        why: request.why.unwrap_or_default(),
+        who: by.who,
+        why: by.why,
+        note: by.note,
     };
     let committed = ctx
         .store
@@ -57,7 +60,7 @@ async fn act(
 /// `POST /api/v1/members/{service}/{node}/{action}`.
 pub async fn member(
     AxumState(ctx): AxumState<ApiContext>,
-    Extension(caller): Extension<Caller>,
+    Extension(identity): Extension<Identity>,
     Path((service, node, action)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Json<ActionDone>, ApiError> {
@@ -68,7 +71,7 @@ pub async fn member(
         .ok_or_else(|| ApiError::NotFound(format!("no member {node:?} in service {service:?}")))?;
     act(
         &ctx,
-        caller,
+        identity,
         Target::Member { service, node },
         &action,
         &body,
@@ -79,7 +82,7 @@ pub async fn member(
 /// `POST /api/v1/sites/{site}/{action}`.
 pub async fn site(
     AxumState(ctx): AxumState<ApiContext>,
-    Extension(caller): Extension<Caller>,
+    Extension(identity): Extension<Identity>,
     Path((site, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<ActionDone>, ApiError> {
@@ -88,13 +91,13 @@ pub async fn site(
         .deployment
         .site_by_name(&site)
         .ok_or_else(|| ApiError::NotFound(format!("no site {site:?}")))?;
-    act(&ctx, caller, Target::Site { site }, &action, &body).await
+    act(&ctx, identity, Target::Site { site }, &action, &body).await
 }
 
 /// `POST /api/v1/services/{service}/{action}`.
 pub async fn service(
     AxumState(ctx): AxumState<ApiContext>,
-    Extension(caller): Extension<Caller>,
+    Extension(identity): Extension<Identity>,
     Path((service, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<ActionDone>, ApiError> {
@@ -103,5 +106,5 @@ pub async fn service(
         .deployment
         .service_by_name(&service)
         .ok_or_else(|| ApiError::NotFound(format!("no service {service:?}")))?;
-    act(&ctx, caller, Target::Service { service }, &action, &body).await
+    act(&ctx, identity, Target::Service { service }, &action, &body).await
 }

@@ -11,10 +11,11 @@ use topology::wire::config::{
     ConfigApply, ConfigHistory, ConfigOutcome, ConfigRollback, ConfigView, DeploymentChange,
 };
 
-use super::auth::Caller;
+use super::auth::Identity;
 use super::context::{ApiContext, json};
 use super::error::ApiError;
 use crate::deployment::{ChangeError, Prepared, Source, prepare};
+use crate::store::Attribution;
 use crate::store::WriteError;
 
 #[derive(Debug, Deserialize)]
@@ -86,8 +87,7 @@ async fn change(
     prepared: Prepared,
     dry_run: bool,
     expect_version: Option<u64>,
-    who: String,
-    why: String,
+    by: Attribution,
     rollback_of: Option<u64>,
 ) -> Result<Json<ConfigOutcome>, ApiError> {
     let mut outcome = prepared.outcome;
@@ -115,9 +115,10 @@ async fn change(
         // Applied only on the version it was compared with: a change made meanwhile by
         // someone else is not silently undone.
         expect_version: Some(outcome.from_version),
-        who,
-        why,
+        who: by.who,
+        why: by.why,
         rollback_of,
+        note: by.note,
     });
     let committed = match ctx.store.write(&ctx.control, command).await {
         Ok(committed) => committed,
@@ -135,11 +136,12 @@ async fn change(
 /// `POST /api/v1/config[?dry_run=true]`.
 pub async fn apply(
     AxumState(ctx): AxumState<ApiContext>,
-    Extension(caller): Extension<Caller>,
+    Extension(identity): Extension<Identity>,
     Query(params): Query<ChangeParams>,
     body: Bytes,
 ) -> Result<Json<ConfigOutcome>, ApiError> {
     let request: ConfigApply = json(&body)?;
+    let by = identity.attribution(request.who, request.why)?;
     let snapshot = ctx.control.snapshot();
     let machine = ctx.control.machine();
     let prepared = prepare(&snapshot, &machine, Source::File(&request.document), now())?;
@@ -148,8 +150,7 @@ pub async fn apply(
         prepared,
         params.dry_run,
         request.expect_version,
-        request.who.unwrap_or(caller.0),
-        request.why,
+        by,
         None,
     )
     .await
@@ -159,11 +160,12 @@ pub async fn apply(
 /// as a new version.
 pub async fn rollback(
     AxumState(ctx): AxumState<ApiContext>,
-    Extension(caller): Extension<Caller>,
+    Extension(identity): Extension<Identity>,
     Query(params): Query<ChangeParams>,
     body: Bytes,
 ) -> Result<Json<ConfigOutcome>, ApiError> {
     let request: ConfigRollback = json(&body)?;
+    let by = identity.attribution(request.who, request.why)?;
     let machine = ctx.control.machine();
     let stored = machine.stored_version(request.version).ok_or_else(|| {
         ApiError::NotFound(format!(
@@ -184,8 +186,7 @@ pub async fn rollback(
         prepared,
         params.dry_run,
         None,
-        request.who.unwrap_or(caller.0),
-        request.why,
+        by,
         Some(request.version),
     )
     .await

@@ -8,7 +8,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use topology::wire::drill::{DrillList, DrillReport, DrillRequest, DrillStarted};
 
-use super::auth::Caller;
+use super::auth::Identity;
 use super::context::{ApiContext, json};
 use super::error::ApiError;
 use crate::drill::{DrillContext, PlanError, nodes_to_ask, plan};
@@ -34,18 +34,19 @@ impl From<PlanError> for ApiError {
 /// `POST /api/v1/drills[?wait=true]`.
 pub async fn start(
     AxumState(ctx): AxumState<ApiContext>,
-    Extension(caller): Extension<Caller>,
+    Extension(identity): Extension<Identity>,
     Query(params): Query<DrillParams>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: DrillRequest = json(&body)?;
+    let by = identity.attribution(request.who.clone(), request.why.clone().unwrap_or_default())?;
     let (nodes, not_queried) = nodes_to_ask(&ctx.store, &ctx.dns);
     let plan = plan(
         &ctx.control.snapshot(),
         &request,
         nodes,
         not_queried,
-        &caller.0,
+        &by,
         ctx.drills.next_id(),
     )?;
     if !ctx.drills.begin() {

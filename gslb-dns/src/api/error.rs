@@ -14,6 +14,15 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// The caller's identity may not do this (an agent reporting for another site).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request took longer than `admin.request_timeout`.
+    #[error("{0}")]
+    Timeout(String),
+    /// A body over the API's limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// Valid, but the store did not apply it (an old report, a name it does not know), or
     /// a configuration that does not validate (with its key and line).
     #[error("{message}")]
@@ -59,6 +68,9 @@ impl IntoResponse for ApiError {
         let status = match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

@@ -10,10 +10,12 @@ pub mod config;
 pub mod context;
 pub mod drills;
 pub mod error;
+pub mod server;
 pub mod state;
 pub mod store;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{delete, get, post};
@@ -21,7 +23,7 @@ use axum::routing::{delete, get, post};
 pub use context::{ApiContext, json};
 pub use error::ApiError;
 
-/// The admin API's routes (the auth middleware goes around them, see [`serve`]).
+/// The admin API's routes, bare (see [`app`] for what goes around them).
 pub fn router(context: ApiContext) -> Router {
     Router::new()
         .route("/", get(state::dashboard))
@@ -55,23 +57,14 @@ pub fn router(context: ApiContext) -> Router {
         .with_state(context)
 }
 
-/// Serves the API on `listener` (behind the auth middleware) until `shutdown` changes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    context: ApiContext,
-    auth: Arc<auth::Auth>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let app = router(context).layer(axum::middleware::from_fn_with_state(auth, auth::authorize));
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = shutdown.changed().await;
-    })
-    .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "admin API stopped");
-    }
+/// The routes behind their guards: [`auth::guard`] (Host, Origin, Content-Type, identity
+/// and role) before anything is read, then [`server::bounded`] (the body, the time).
+pub fn app(context: ApiContext, gate: Arc<auth::Gate>, request_timeout: Duration) -> Router {
+    let counters = gate.counters.clone();
+    router(context)
+        .layer(axum::middleware::from_fn_with_state(
+            (request_timeout, counters),
+            server::bounded,
+        ))
+        .layer(axum::middleware::from_fn_with_state(gate, auth::guard))
 }

@@ -5,21 +5,23 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State as AxumState};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use state_store::Membership;
 use topology::wire::views::{
     AddNode, MembershipProposed, NodeAddress, RttTable, StoreStatus, WatchLine,
 };
-use topology::wire::{AgentReport, Command, RttReport, WIRE_VERSION, Written};
+use topology::wire::{AgentReport, Command, RttReport, WIRE_VERSION, Written, accepted_text};
 
+use super::auth::Identity;
 use super::context::{ApiContext, json};
 use super::error::ApiError;
 use super::state::state_view;
+use crate::metrics::Refusal;
 
 /// How often the watch stream sends a blank line while nothing changes, so a reader can
 /// tell a quiet stream from a dead one.
@@ -42,22 +44,36 @@ async fn ingest(ctx: &ApiContext, site: &str, command: Command) -> Result<Json<W
     }))
 }
 
-/// `POST /api/v1/reports`: a site agent's report.
+/// `POST /api/v1/reports`: a site agent's report, from the operator or that site's agent;
+/// names and reasons over [`topology::wire::MAX_ACCEPTED_TEXT`] bytes are refused.
 pub async fn report(
     AxumState(ctx): AxumState<ApiContext>,
+    Extension(identity): Extension<Identity>,
     body: Bytes,
 ) -> Result<Json<Written>, ApiError> {
     let report: AgentReport = json(&body)?;
+    identity
+        .may_report_for(&report.site)
+        .inspect_err(|_| ctx.metrics.admin.refused(Refusal::Forbidden))?;
+    accepted_text("agent", &report.agent).map_err(ApiError::BadRequest)?;
+    for (i, member) in report.members.iter().enumerate() {
+        accepted_text(&format!("members[{i}].reason"), &member.reason)
+            .map_err(ApiError::BadRequest)?;
+    }
     let site = report.site.clone();
     ingest(&ctx, &site, Command::AgentReport(report)).await
 }
 
-/// `POST /api/v1/rtt`: a proxy's RTT aggregates.
+/// `POST /api/v1/rtt`: a proxy's RTT aggregates, from the operator or a proxy of that site.
 pub async fn rtt(
     AxumState(ctx): AxumState<ApiContext>,
+    Extension(identity): Extension<Identity>,
     body: Bytes,
 ) -> Result<Json<Written>, ApiError> {
     let report: RttReport = json(&body)?;
+    identity
+        .may_post_rtt_for(&report.site)
+        .inspect_err(|_| ctx.metrics.admin.refused(Refusal::Forbidden))?;
     let site = report.site.clone();
     ingest(&ctx, &site, Command::RttSamples(report)).await
 }

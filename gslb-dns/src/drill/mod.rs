@@ -191,6 +191,7 @@ pub async fn run(ctx: DrillContext, plan: Plan) -> DrillReport {
             admin,
             who: format!("drill #{} ({})", plan.id, plan.who),
             why,
+            note: plan.note.clone(),
         })
     };
     let admin = plan.admin();

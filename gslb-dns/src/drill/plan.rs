@@ -12,6 +12,7 @@ use topology::wire::drill::{DrillMode, DrillRequest};
 use topology::{AdminState, Family, MemberId, State};
 
 use crate::dns::Snapshot;
+use crate::store::Attribution;
 
 /// Why a drill cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +45,8 @@ pub struct Plan {
     pub interval: Duration,
     pub who: String,
     pub why: String,
+    /// The request's own `who`, when it differs from the identity that asked.
+    pub note: Option<String>,
 }
 
 impl Plan {
@@ -57,13 +60,13 @@ impl Plan {
 }
 
 /// Checks `request` against `snapshot`. `nodes` are the DNS nodes to ask, `not_queried` the
-/// store nodes that cannot be; `caller` is who asked (the default `who`).
+/// store nodes that cannot be; `by` is who asked (with the request's `why`, or a default).
 pub fn plan(
     snapshot: &Snapshot,
     request: &DrillRequest,
     nodes: Vec<(String, SocketAddr)>,
     not_queried: Vec<u64>,
-    caller: &str,
+    by: &Attribution,
     id: u64,
 ) -> Result<Plan, PlanError> {
     let deployment = &snapshot.deployment;
@@ -219,7 +222,12 @@ pub fn plan(
         vantages,
         timeout,
         interval,
-        who: request.who.clone().unwrap_or_else(|| caller.to_string()),
-        why: request.why.clone().unwrap_or_else(|| "DR drill".into()),
+        who: by.who.clone(),
+        why: if by.why.is_empty() {
+            "DR drill".into()
+        } else {
+            by.why.clone()
+        },
+        note: by.note.clone(),
     })
 }

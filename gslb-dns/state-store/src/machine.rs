@@ -20,6 +20,9 @@ use topology::{AdminState, Deployment, Health, MemberState, SiteState, State, Ti
 
 /// How many changes the history keeps.
 pub const HISTORY_LEN: usize = 1000;
+/// How many agents a site's progress is kept for; a new one beyond that replaces the one
+/// heard from longest ago (agents named after their process come and go with restarts).
+pub const AGENTS_PER_SITE: usize = 32;
 /// How many RTT prefixes a site keeps (the oldest are dropped first).
 pub const RTT_PREFIXES_PER_SITE: usize = 65_536;
 /// How many deployment versions the store keeps for history and rollback...
@@ -132,6 +135,13 @@ impl PartialEq for ReadDeployment {
     }
 }
 
+/// Who a history entry names, why, and the request's note.
+struct By<'a> {
+    who: &'a str,
+    why: &'a str,
+    note: Option<&'a str>,
+}
+
 /// What applying one command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -215,23 +225,16 @@ impl Machine {
         state
     }
 
-    fn record(
-        &mut self,
-        index: u64,
-        at: Timestamp,
-        target: String,
-        change: String,
-        who: &str,
-        why: &str,
-    ) {
+    fn record(&mut self, index: u64, at: Timestamp, target: String, change: String, by: By<'_>) {
         let history = Arc::make_mut(&mut self.history);
         history.push_back(Change {
             index,
             at,
             target,
             change,
-            who: bounded_text(who),
-            why: bounded_text(why),
+            who: bounded_text(by.who),
+            why: bounded_text(by.why),
+            note: by.note.map(bounded_text),
         });
         while history.len() > HISTORY_LEN {
             history.pop_front();
@@ -312,6 +315,7 @@ fn apply_deployment(
         at,
         who: bounded_text(&change.who),
         why: bounded_text(&change.why),
+        note: change.note.as_deref().map(bounded_text),
         rollback_of: change.rollback_of,
         diff,
     };
@@ -335,8 +339,11 @@ fn apply_deployment(
         at,
         "deployment".into(),
         summary,
-        &change.who,
-        &change.why,
+        By {
+            who: &change.who,
+            why: &change.why,
+            note: change.note.as_deref(),
+        },
     );
     Outcome::Applied
 }
@@ -383,7 +390,19 @@ fn apply_report(
             report.sequence, report.agent, progress.sequence
         ));
     }
-    Arc::make_mut(&mut machine.agents).insert(
+    let agents = Arc::make_mut(&mut machine.agents);
+    if !agents.contains_key(&agent) {
+        let mut of_site: Vec<(&String, &AgentProgress)> = agents
+            .iter()
+            .filter(|(_, a)| a.site == report.site)
+            .collect();
+        if of_site.len() >= AGENTS_PER_SITE {
+            of_site.sort_by_key(|(name, a)| (a.received_at, (*name).clone()));
+            let stalest = of_site[0].0.clone();
+            agents.remove(&stalest);
+        }
+    }
+    agents.insert(
         agent.clone(),
         AgentProgress {
             site: report.site.clone(),
@@ -440,8 +459,11 @@ fn apply_report(
                 at,
                 format!("member {key}"),
                 change,
-                &report.agent,
-                why,
+                By {
+                    who: &report.agent,
+                    why,
+                    note: None,
+                },
             );
         }
     }
@@ -508,8 +530,11 @@ fn apply_admin(
         at,
         action.target.to_string(),
         change,
-        &action.who,
-        &action.why,
+        By {
+            who: &action.who,
+            why: &action.why,
+            note: action.note.as_deref(),
+        },
     );
     Outcome::Applied
 }

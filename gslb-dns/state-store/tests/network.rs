@@ -251,6 +251,7 @@ impl Network {
                 who: format!("node {at}"),
                 why: "network test".into(),
                 rollback_of: None,
+                note: None,
             };
             (Command::Deployment(change), Some(document))
         } else {

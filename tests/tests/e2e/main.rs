@@ -2,6 +2,7 @@
 //! `unbound`), plus repository checks. One test binary, as hickory-dns does it.
 
 mod admin_api;
+mod admin_security;
 mod agent_reports;
 mod cluster;
 mod config_errors;

@@ -214,55 +214,66 @@ fn cli_and_drills_against_a_three_site_fabric() {
     assert_eq!(demo.portico(&["undrain", "site", "sin"]).0, 0);
 }
 
-/// Drives headless Chromium through the DevTools protocol: loads the dashboard, checks what
-/// it rendered, clicks a member's drain button with a real mouse event, waits for the row
-/// to say drained, and saves a screenshot.
-const BROWSER: &str = r#"
-import base64, json, os, socket, subprocess, sys, tempfile, time, urllib.request
+/// Headless Chromium through the DevTools protocol, for the browser tests: `chromium()`
+/// starts it and yields `call`, `evaluate` and `wait_for` on its first page.
+pub(crate) const CDP: &str = r#"
+import base64, contextlib, json, os, socket, subprocess, sys, tempfile, time, urllib.request
 import websocket
 
+@contextlib.contextmanager
+def chromium():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    profile = tempfile.mkdtemp(prefix="portico-chromium-")
+    chrome = subprocess.Popen(
+        ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={port}",
+         f"--user-data-dir={profile}", "--window-size=1400,1100", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=1))
+                page = next(p for p in pages if p["type"] == "page")
+                break
+            except Exception:
+                time.sleep(0.1)
+        else:
+            sys.exit("chromium did not start")
+        ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30)
+        counter = [0]
+        def call(method, **params):
+            counter[0] += 1
+            ws.send(json.dumps({"id": counter[0], "method": method, "params": params}))
+            while True:
+                message = json.loads(ws.recv())
+                if message.get("id") == counter[0]:
+                    if "error" in message:
+                        raise RuntimeError(f"{method}: {message['error']}")
+                    return message["result"]
+        def evaluate(expression):
+            return call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)["result"].get("value")
+        def wait_for(expression, what, seconds=15):
+            deadline = time.time() + seconds
+            while time.time() < deadline:
+                value = evaluate(expression)
+                if value:
+                    return value
+                time.sleep(0.1)
+            sys.exit(f"timed out waiting for {what}: {evaluate('document.body.innerText')[:2000]}")
+        call("Page.enable")
+        yield call, evaluate, wait_for
+    finally:
+        chrome.terminate()
+        chrome.wait(timeout=10)
+"#;
+
+/// Loads the dashboard, checks what it rendered, clicks a member's drain button with a real
+/// mouse event, waits for the row to say drained, and saves a screenshot.
+const DASHBOARD: &str = r#"
 url, screenshot, button, row = sys.argv[1:5]
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-profile = tempfile.mkdtemp(prefix="portico-chromium-")
-chrome = subprocess.Popen(
-    ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-     "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={port}",
-     f"--user-data-dir={profile}", "--window-size=1400,1100", "about:blank"],
-    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-try:
-    for _ in range(200):
-        try:
-            pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=1))
-            page = next(p for p in pages if p["type"] == "page")
-            break
-        except Exception:
-            time.sleep(0.1)
-    else:
-        sys.exit("chromium did not start")
-    ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30)
-    counter = [0]
-    def call(method, **params):
-        counter[0] += 1
-        ws.send(json.dumps({"id": counter[0], "method": method, "params": params}))
-        while True:
-            message = json.loads(ws.recv())
-            if message.get("id") == counter[0]:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message["result"]
-    def evaluate(expression):
-        return call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-    def wait_for(expression, what, seconds=15):
-        deadline = time.time() + seconds
-        while time.time() < deadline:
-            value = evaluate(expression)
-            if value:
-                return value
-            time.sleep(0.1)
-        sys.exit(f"timed out waiting for {what}: {evaluate('document.body.innerText')[:2000]}")
-    call("Page.enable")
+with chromium() as (call, evaluate, wait_for):
     call("Page.navigate", url=url)
     wait_for("document.querySelectorAll('#members tbody tr').length >= 6", "the members table")
     wait_for("document.querySelectorAll('#regions tbody tr').length >= 3", "the regions table")
@@ -289,9 +300,6 @@ try:
     with open(screenshot, "wb") as f:
         f.write(base64.b64decode(shot["data"]))
     print(json.dumps(rendered))
-finally:
-    chrome.terminate()
-    chrome.wait(timeout=10)
 "#;
 
 #[test]
@@ -307,7 +315,7 @@ fn the_dashboard_in_headless_chromium_shows_the_fabric_and_drains_a_member() {
         "members never all eligible"
     );
     let dir = TempDir::new("browser");
-    let script = dir.write("browser.py", BROWSER);
+    let script = dir.write("browser.py", format!("{CDP}{DASHBOARD}"));
     let screenshot = dir.path().join("dashboard.png");
     let output = run(Command::new("/usr/bin/python3")
         .arg(&script)

@@ -32,6 +32,8 @@ pub struct SiteAgentSettings {
     pub discover_interval: std::time::Duration,
     /// A file holding the bearer token for the store's API (first line).
     pub token_file: Option<String>,
+    /// The API's CA (and this agent's certificate): set, the API is reached over HTTPS.
+    pub api_tls: Option<crate::model::ApiClientTls>,
     /// How long one report may take at one gslb-dns node before the next is tried.
     pub report_timeout: std::time::Duration,
     /// How often the agent asks the store for its deployment (a new member to probe).
@@ -49,6 +51,7 @@ impl Default for SiteAgentSettings {
             s3_secret_key_file: None,
             resolver: None,
             token_file: None,
+            api_tls: None,
             discover_interval: std::time::Duration::from_secs(5),
             report_timeout: std::time::Duration::from_secs(1),
             config_interval: std::time::Duration::from_secs(5),

@@ -38,3 +38,30 @@ pub(super) fn socket_addr(key: KeyPath, text: &str) -> Result<SocketAddr> {
         )
     })
 }
+
+/// A client's TLS settings from `<key>.api_ca`, `api_cert` and `api_key` (the certificate
+/// and its key go together, and need the CA).
+pub(super) fn api_tls(
+    key: &KeyPath,
+    ca: &Option<String>,
+    cert: &Option<String>,
+    private_key: &Option<String>,
+) -> Result<Option<crate::model::ApiClientTls>> {
+    let identity = match (cert, private_key) {
+        (Some(cert), Some(private_key)) => Some((cert.clone(), private_key.clone())),
+        (None, None) => None,
+        (Some(_), None) => return Err(invalid(key.key("api_key"), "api_cert needs its api_key")),
+        (None, Some(_)) => return Err(invalid(key.key("api_cert"), "api_key needs its api_cert")),
+    };
+    match ca {
+        Some(ca) => Ok(Some(crate::model::ApiClientTls {
+            ca: ca.clone(),
+            identity,
+        })),
+        None if identity.is_some() => Err(invalid(
+            key.key("api_ca"),
+            "a client certificate is for a TLS API: set api_ca, the CA its certificate chains to",
+        )),
+        None => Ok(None),
+    }
+}

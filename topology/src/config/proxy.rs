@@ -21,6 +21,8 @@ pub struct ProxySettings {
     pub state_from: Vec<SocketAddr>,
     /// A file holding the bearer token for the store's API (first line).
     pub token_file: Option<String>,
+    /// The API's CA (and this proxy's certificate): set, the API is reached over HTTPS.
+    pub api_tls: Option<crate::model::ApiClientTls>,
     /// Where `/metrics` is served (none: not served).
     pub metrics: Option<SocketAddr>,
     /// On SIGTERM/SIGINT: stop accepting, then let sessions finish for at most this long.
@@ -44,6 +46,7 @@ impl Default for ProxySettings {
             site: None,
             state_from: Vec::new(),
             token_file: None,
+            api_tls: None,
             metrics: None,
             drain_timeout: Duration::from_secs(30),
             rtt_report_interval: Duration::from_secs(10),
@@ -205,6 +208,7 @@ pub(super) fn validate(
         site: raw.site.clone(),
         state_from,
         token_file: raw.token_file.clone(),
+        api_tls: super::fields::api_tls(&key, &raw.api_ca, &raw.api_cert, &raw.api_key)?,
         metrics,
         drain_timeout: duration(
             key.key("drain_timeout"),

@@ -133,6 +133,21 @@ pub struct RawAdmin {
     pub enabled: Option<bool>,
     pub token_file: Option<String>,
     pub reads: Option<String>,
+    pub tls: Option<RawAdminTls>,
+    pub insecure_plaintext: Option<bool>,
+    #[serde(default)]
+    pub names: Vec<String>,
+    pub max_connections: Option<usize>,
+    pub header_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdminTls {
+    pub cert: String,
+    pub key: String,
+    pub ca: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -253,6 +268,9 @@ pub struct RawSiteAgent {
     pub token_file: Option<String>,
     pub report_timeout: Option<String>,
     pub config_interval: Option<String>,
+    pub api_ca: Option<String>,
+    pub api_cert: Option<String>,
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -260,6 +278,9 @@ pub struct RawSiteAgent {
 pub struct RawProxy {
     pub site: Option<String>,
     pub token_file: Option<String>,
+    pub api_ca: Option<String>,
+    pub api_cert: Option<String>,
+    pub api_key: Option<String>,
     #[serde(default)]
     pub state_from: Vec<String>,
     pub metrics: Option<String>,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::checked::{ComponentSections, Config, SiteAgentSettings};
-use super::fields::{Invalid, duration, invalid, socket_addr};
+use super::fields::{Invalid, api_tls, duration, invalid, socket_addr};
 use super::locate::KeyPath;
 use super::proxy::ProxySettings;
 use super::raw::*;
@@ -586,11 +586,62 @@ fn admin(raw: &RawAdmin) -> Result<AdminSettings> {
             ));
         }
     };
-    Ok(AdminSettings {
+    let key = KeyPath::from("admin");
+    for (i, name) in raw.names.iter().enumerate() {
+        let host = name
+            .rsplit_once(':')
+            .map_or(name.as_str(), |(host, _)| host);
+        if host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
+        {
+            return Err(invalid(
+                key.key("names").index(i),
+                format!("{name:?} is not a host name (or host:port)"),
+            ));
+        }
+    }
+    let max_connections = raw.max_connections.unwrap_or(256);
+    if max_connections == 0 {
+        return Err(invalid(
+            key.key("max_connections"),
+            "0 would refuse every connection",
+        ));
+    }
+    let settings = AdminSettings {
         listen,
         token_file: raw.token_file.clone(),
         reads,
-    })
+        tls: raw.tls.as_ref().map(|t| AdminTls {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+            ca: t.ca.clone(),
+        }),
+        insecure_plaintext: raw.insecure_plaintext.unwrap_or(false),
+        names: raw.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+        max_connections,
+        header_timeout: duration(
+            key.key("header_timeout"),
+            raw.header_timeout.as_deref(),
+            Duration::from_secs(5),
+        )?,
+        request_timeout: duration(
+            key.key("request_timeout"),
+            raw.request_timeout.as_deref(),
+            Duration::from_secs(30),
+        )?,
+    };
+    if let Some(why) = settings.exposure_error() {
+        return Err(invalid(key.key("tls"), why));
+    }
+    if settings.insecure_plaintext && settings.tls.is_some() {
+        return Err(invalid(
+            key.key("insecure_plaintext"),
+            "admin.tls is set: remove insecure_plaintext",
+        ));
+    }
+    Ok(settings)
 }
 
 fn components(raw: &RawConfig, site_names: &HashSet<&str>) -> Result<ComponentSections> {
@@ -635,6 +686,7 @@ fn components(raw: &RawConfig, site_names: &HashSet<&str>) -> Result<ComponentSe
             .map(|text| socket_addr(key.key("resolver"), text))
             .transpose()?;
         site_agent.token_file = agent.token_file.clone();
+        site_agent.api_tls = api_tls(&key, &agent.api_ca, &agent.api_cert, &agent.api_key)?;
         site_agent.discover_interval = duration(
             key.key("discover_interval"),
             agent.discover_interval.as_deref(),

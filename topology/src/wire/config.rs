@@ -16,10 +16,14 @@ pub struct DeploymentChange {
     /// Apply only if the current version is this one (0: the store has none yet); a change
     /// made against an older version is refused rather than silently undoing another.
     pub expect_version: Option<u64>,
+    /// The authenticated identity that asked.
     pub who: String,
     pub why: String,
     /// The version whose document this restores (`portico config rollback`).
     pub rollback_of: Option<u64>,
+    /// A `who` the request itself gave, kept as a note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One version of the deployment, as kept in the store's history.
@@ -31,6 +35,8 @@ pub struct ConfigVersion {
     pub at: Timestamp,
     pub who: String,
     pub why: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub rollback_of: Option<u64>,
     /// What it changed against the version before it.
     pub diff: DeploymentDiff,

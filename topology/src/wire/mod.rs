@@ -27,20 +27,41 @@ pub const WIRE_VERSION: u16 = 2;
 /// The oldest envelope version this build still applies (entries already in a log).
 pub const OLDEST_WIRE_VERSION: u16 = 1;
 
-/// The longest `who`, `why`, reason or agent name a replicated command keeps (longer text
-/// is cut at a character boundary).
+/// The longest `who`, `why`, reason or agent name a replicated command keeps when it is
+/// applied (longer text is cut at a character boundary). Applying must not change between
+/// builds, so this stays; what the API accepts is [`MAX_ACCEPTED_TEXT`].
 pub const MAX_TEXT: usize = 512;
+
+/// The longest `who`, `why`, note, probe reason or agent name the admin API accepts; a
+/// longer one is refused (400) before anything is proposed.
+pub const MAX_ACCEPTED_TEXT: usize = 256;
 
 /// `text` cut to at most [`MAX_TEXT`] bytes, at a character boundary.
 pub fn bounded_text(text: &str) -> String {
-    if text.len() <= MAX_TEXT {
+    clipped(text, MAX_TEXT)
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+pub fn clipped(text: &str, max: usize) -> String {
+    if text.len() <= max {
         return text.to_owned();
     }
-    let mut end = MAX_TEXT;
+    let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
     text[..end].to_owned()
+}
+
+/// Refuses a text field over [`MAX_ACCEPTED_TEXT`] bytes, naming the field.
+pub fn accepted_text(field: &str, text: &str) -> Result<(), String> {
+    if text.len() > MAX_ACCEPTED_TEXT {
+        return Err(format!(
+            "`{field}` is {} bytes; at most {MAX_ACCEPTED_TEXT} are accepted",
+            text.len()
+        ));
+    }
+    Ok(())
 }
 
 /// One replicated command, with who proposed it and when (the proposing node's clock:
@@ -124,8 +145,12 @@ impl std::fmt::Display for Target {
 pub struct AdminAction {
     pub target: Target,
     pub admin: AdminState,
+    /// The authenticated identity that asked.
     pub who: String,
     pub why: String,
+    /// A `who` the request itself gave, kept as a note (it proves nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// RTT aggregates a proxy measured for client prefixes.

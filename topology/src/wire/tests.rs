@@ -51,6 +51,7 @@ fn envelopes_round_trip_with_every_command() {
             admin: AdminState::Drained,
             who: "ops".into(),
             why: "disk swap".into(),
+            note: Some("alice".into()),
         }),
         Command::Deployment(config::DeploymentChange {
             document: "[zone]\n".into(),
@@ -58,6 +59,7 @@ fn envelopes_round_trip_with_every_command() {
             who: "ops".into(),
             why: "add lon".into(),
             rollback_of: None,
+            note: None,
         }),
     ];
     for command in commands {
@@ -87,4 +89,27 @@ fn long_text_is_cut_at_a_character_boundary() {
     let cut = bounded_text(&text);
     assert!(cut.len() <= MAX_TEXT && cut.chars().all(|c| c == 'é'));
     assert_eq!(bounded_text("short"), "short");
+}
+
+#[test]
+fn a_note_is_left_out_when_there_is_none_so_old_readers_see_what_they_know() {
+    let action = AdminAction {
+        target: Target::Site { site: "iad".into() },
+        admin: AdminState::Drained,
+        who: "ops".into(),
+        why: String::new(),
+        note: None,
+    };
+    let text = serde_json::to_string(&action).unwrap();
+    assert!(!text.contains("note"), "{text}");
+    let old = r#"{"target":{"kind":"site","site":"iad"},"admin":"drained","who":"ops","why":""}"#;
+    assert_eq!(serde_json::from_str::<AdminAction>(old).unwrap(), action);
+}
+
+#[test]
+fn accepted_text_names_the_field_over_the_limit() {
+    assert!(accepted_text("why", &"a".repeat(MAX_ACCEPTED_TEXT)).is_ok());
+    let error = accepted_text("why", &"a".repeat(MAX_ACCEPTED_TEXT + 1)).unwrap_err();
+    assert!(error.contains("`why`") && error.contains("257"), "{error}");
+    assert_eq!(clipped("éé", 3), "é");
 }

@@ -179,8 +179,12 @@ pub struct Change {
     pub at: Timestamp,
     pub target: String,
     pub change: String,
+    /// The authenticated identity (or the agent, or the node) behind the change.
     pub who: String,
     pub why: String,
+    /// A `who` the request gave, when it differs from the identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// `GET /api/v1/history`.

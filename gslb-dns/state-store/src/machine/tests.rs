@@ -53,6 +53,7 @@ fn change(config: &str, expect_version: Option<u64>) -> Command {
         who: "ops".into(),
         why: "test".into(),
         rollback_of: None,
+        note: None,
     })
 }
 
@@ -98,6 +99,7 @@ fn admin(target: Target, admin: AdminState) -> Command {
         admin,
         who: "ops".into(),
         why: "test".into(),
+        note: None,
     })
 }
 
@@ -520,4 +522,41 @@ fn nothing_applies_before_the_store_has_a_deployment() {
         Outcome::Ignored("the store has no deployment yet".into())
     );
     assert_eq!(machine.applied, 1);
+}
+
+#[test]
+fn a_site_keeps_a_bounded_number_of_agents_dropping_the_longest_silent() {
+    // One agent per restart (a new name each time), far more than a site keeps.
+    let mut commands = Vec::new();
+    for n in 0..AGENTS_PER_SITE + 10 {
+        commands.push(report(
+            "fra",
+            &format!("fra-agent-{n}"),
+            1,
+            &[("fra-1", Up, "ok", 100)],
+        ));
+    }
+    commands.push(report("iad", "iad-agent", 1, &[("iad-1", Up, "ok", 100)]));
+    let (machine, outcomes) = run(commands);
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Applied),
+        "{outcomes:?}"
+    );
+    let fra: Vec<&String> = machine
+        .agents
+        .iter()
+        .filter(|(_, a)| a.site == "fra")
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(fra.len(), AGENTS_PER_SITE);
+    // The first ten were heard from longest ago; the newest are all kept.
+    for n in 0..10 {
+        assert!(
+            !fra.contains(&&format!("fra-agent-{n}")),
+            "fra-agent-{n} kept"
+        );
+    }
+    assert!(fra.contains(&&format!("fra-agent-{}", AGENTS_PER_SITE + 9)));
+    // Another site's agents are not touched.
+    assert!(machine.agents.contains_key("iad-agent"));
 }

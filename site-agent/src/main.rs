@@ -105,11 +105,13 @@ fn load(args: &Args) -> anyhow::Result<AgentSetup> {
     options.tls = settings.api_tls.as_ref().map(Into::into);
     options.timeout = settings.report_timeout;
     let api = Arc::new(ApiClient::new(options).context("site_agent.report_to")?);
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{site}-agent-{}", std::process::id()));
+    topology::wire::accepted_text("--name", &name).map_err(anyhow::Error::msg)?;
     Ok(AgentSetup {
-        name: args
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{site}-agent-{}", std::process::id())),
+        name,
         site,
         deployment,
         settings,

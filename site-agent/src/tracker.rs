@@ -155,7 +155,8 @@ impl Tracker {
             service: self.service.clone(),
             node: self.node.clone(),
             health: self.health(),
-            reason: self.reason.clone(),
+            // A probe's error can be long; the API takes reasons up to its limit.
+            reason: topology::wire::clipped(&self.reason, topology::wire::MAX_ACCEPTED_TEXT),
             latency_us: self.latency_ewma_us.map(|l| l as u32),
             weight_percent: self.weight_percent(slow_probe),
             agent_admin: self.agent_admin,

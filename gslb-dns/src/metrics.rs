@@ -151,6 +151,24 @@ impl Metrics {
             "Queries received over TCP.",
             counters.tcp(),
         );
+        out.single(
+            "portico_dns_tcp_connections",
+            Kind::Gauge,
+            "TCP connections open now.",
+            counters.tcp_open.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        out.family(
+            "portico_dns_tcp_closed_total",
+            Kind::Counter,
+            "TCP connections the server closed or turned away, by reason.",
+        );
+        for why in crate::dns::counters::TcpClose::ALL {
+            out.sample(
+                "portico_dns_tcp_closed_total",
+                &[("reason", why.label())],
+                counters.tcp_closed(why),
+            );
+        }
         out.family(
             "portico_dns_service_queries_total",
             Kind::Counter,

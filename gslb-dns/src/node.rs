@@ -111,8 +111,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             tcp,
             control.published(),
             metrics.counters.clone(),
-            dns_settings.tcp_idle_timeout,
-            dns_settings.tcp_max_connections,
+            crate::dns::tcp::TcpLimits::from(&*dns_settings),
             shutdown_rx.clone(),
         )));
         dns.push(bound);

@@ -313,10 +313,31 @@ pub struct DnsSettings {
     #[serde(with = "crate::config::duration::serde_millis")]
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
+    /// TCP connections one client address may hold open at once.
+    pub tcp_max_per_client: usize,
+    /// Queries answered on one TCP connection before the server closes it.
+    pub tcp_max_queries: u32,
+    /// A TCP reply the client does not read within this closes the connection.
+    #[serde(with = "crate::config::duration::serde_millis")]
+    pub tcp_write_timeout: Duration,
     /// Honour EDNS Client Subnet.
     pub ecs: bool,
     /// Answer `_explain.<service>` TXT queries with the selection's reasoning.
     pub debug_queries: bool,
+    /// Sources that may ask `_explain` and `_status` (others get REFUSED): the answers are
+    /// large (amplification) and tell the cluster's inner state.
+    pub debug_networks: Vec<IpNet>,
+}
+
+impl DnsSettings {
+    /// Whether `source` may read the `_explain` and `_status` names.
+    pub fn debug_allowed(&self, source: IpAddr) -> bool {
+        let source = match source {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source, IpAddr::V4),
+            v4 => v4,
+        };
+        self.debug_networks.iter().any(|net| net.contains(&source))
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -83,6 +83,44 @@ impl Shard {
 pub struct Counters {
     shards: Mutex<Vec<Arc<Shard>>>,
     names: Mutex<Names>,
+    /// TCP connections open now.
+    pub tcp_open: AtomicU64,
+    tcp_closed: [AtomicU64; TcpClose::ALL.len()],
+}
+
+/// Why the server closed (or turned away) a TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpClose {
+    /// The server holds `dns.tcp_max_connections` already.
+    Limit,
+    /// This client address holds `dns.tcp_max_per_client` already.
+    PerClient,
+    /// The client did not read its replies within `dns.tcp_write_timeout`.
+    WriteTimeout,
+    /// The connection had its `dns.tcp_max_queries`.
+    QueryLimit,
+    /// Nothing arrived within `dns.tcp_idle_timeout`.
+    Idle,
+}
+
+impl TcpClose {
+    pub const ALL: [TcpClose; 5] = [
+        TcpClose::Limit,
+        TcpClose::PerClient,
+        TcpClose::WriteTimeout,
+        TcpClose::QueryLimit,
+        TcpClose::Idle,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TcpClose::Limit => "limit",
+            TcpClose::PerClient => "per_client",
+            TcpClose::WriteTimeout => "write_timeout",
+            TcpClose::QueryLimit => "query_limit",
+            TcpClose::Idle => "idle",
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -159,6 +197,14 @@ impl Counters {
 
     pub fn tcp(&self) -> u64 {
         self.sum(TCP)
+    }
+
+    pub fn tcp_closed(&self, why: TcpClose) -> u64 {
+        self.tcp_closed[why as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn count_tcp_close(&self, why: TcpClose) {
+        self.tcp_closed[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Queries per service name, for every name counted so far.

@@ -101,6 +101,7 @@ pub fn respond(
             snapshot,
             query: &query,
             client: client_address(client_subnet, peer),
+            peer,
             rotation,
             soa_owner: pointer(HEADER_LEN + apex_at),
         };
@@ -186,6 +187,8 @@ struct Context<'a> {
     snapshot: &'a Snapshot,
     query: &'a Query<'a>,
     client: IpAddr,
+    /// The packet's source (the resolver), not the client subnet it may speak for.
+    peer: IpAddr,
     rotation: u32,
     soa_owner: [u8; 2],
 }
@@ -207,6 +210,11 @@ impl Context<'_> {
                 .filter(|_| matches!(qtype, rtype::A | rtype::AAAA | rtype::ANY))
             {
                 return self.service_answer(service, owner, w, answer);
+            }
+            let debug = node.explain.is_some() || node.status;
+            if debug && !self.snapshot.dns.debug_allowed(self.peer) {
+                // Large answers about the cluster's inner state: only for dns.debug_networks.
+                return answer.refuse();
             }
             if let Some(service) = node
                 .explain

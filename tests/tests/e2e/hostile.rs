@@ -508,3 +508,191 @@ fn store_certificates_reload_on_sighup_and_a_bad_file_changes_nothing() {
             .any(|l| l.contains("keeping the ones loaded"))
     );
 }
+
+/// A TCP connection to `to` from the loopback address `from`.
+fn tcp_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let source: SocketAddr = format!("{from}:0").parse().expect("an address");
+    socket.bind(&source.into())?;
+    socket.connect_timeout(&to.into(), Duration::from_secs(2))?;
+    Ok(socket.into())
+}
+
+/// Whether the server has closed `stream` (it reads end-of-file or a reset now).
+fn closed_now(stream: &mut TcpStream) -> bool {
+    stream.set_nonblocking(true).expect("nonblocking");
+    let mut byte = [0u8; 1];
+    let closed = match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    stream.set_nonblocking(false).expect("blocking");
+    closed
+}
+
+/// A TCP-framed query for `name` of `qtype`.
+fn framed(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    framed
+}
+
+fn tcp_closed(node: &DnsNode, reason: &str) -> u64 {
+    metric(
+        node,
+        &format!("portico_dns_tcp_closed_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+#[test]
+fn dns_over_tcp_is_bounded_per_client_per_connection_and_for_debug_names() {
+    let config = CONFIG
+        .replace("tcp_idle_timeout = \"1s\"", "tcp_idle_timeout = \"10s\"")
+        .replace(
+            "debug_queries = true",
+            "debug_queries = true\ntcp_max_per_client = 64\ntcp_write_timeout = \"1s\"\n\
+             debug_networks = [\"127.0.0.1/32\"]",
+        );
+    let node = DnsNode::start_with(
+        Some(&config),
+        &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+    );
+    let dns = node.dns;
+    let rss_before = process_usage(node.pid()).1;
+
+    // 2,000 connections from one address: 64 stay open, the rest are closed at once.
+    let mut held: Vec<TcpStream> = (0..2_000)
+        .filter_map(|_| tcp_from("127.0.0.1", dns).ok())
+        .collect();
+    let attempted = held.len() as u64;
+    assert!(attempted >= 1_900, "only {attempted} connects went through");
+    assert_eventually!(
+        Duration::from_secs(10),
+        tcp_closed(&node, "per_client") >= attempted - 64,
+        "the connections over the per-client cap are turned away: {}",
+        tcp_closed(&node, "per_client")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let open = held
+        .iter_mut()
+        .map(closed_now)
+        .filter(|closed| !closed)
+        .count();
+    assert_eq!(open, 64, "the per-client cap holds");
+    assert_eq!(metric(&node, "portico_dns_tcp_connections"), 64);
+    // Another address still gets its answers over TCP; the capped one does not.
+    let out = tests::dig_at(dns, &["-b", "127.0.0.2", "+tcp", "static.storage.example"]);
+    assert!(out.contains("127.0.0.53"), "{out}");
+    let out = tests::dig_at(dns, &["-b", "127.0.0.1", "+tcp", "static.storage.example"]);
+    assert!(
+        !out.contains("127.0.0.53"),
+        "the capped address is over its limit: {out}"
+    );
+    let rss_held = process_usage(node.pid()).1;
+    drop(held);
+    assert_eventually!(
+        Duration::from_secs(5),
+        metric(&node, "portico_dns_tcp_connections") == 0,
+        "closed connections are given back"
+    );
+
+    // 10,000 pipelined queries for a 570-octet answer, never reading a reply: the server's
+    // writes stall, and after tcp_write_timeout it closes the connection.
+    let mut greedy = tcp_from("127.0.0.3", dns).expect("connect");
+    greedy
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let batch: Vec<u8> = (0..10_000u16)
+        .flat_map(|id| framed(id, "big.storage.example", 16))
+        .collect();
+    let started = Instant::now();
+    let writer = {
+        let mut greedy = greedy.try_clone().unwrap();
+        std::thread::spawn(move || greedy.write_all(&batch).is_ok())
+    };
+    assert_eventually!(
+        Duration::from_secs(15),
+        tcp_closed(&node, "write_timeout") == 1,
+        "a client that never reads loses its connection"
+    );
+    let bounded_after = started.elapsed();
+    let _ = writer.join();
+    // The replies the kernel buffered come first, then the end of the stream (or a reset).
+    greedy
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut sink = Vec::new();
+    if let Err(e) = greedy.read_to_end(&mut sink) {
+        assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the server closed the connection: {e}"
+        );
+    }
+    assert_eq!(metric(&node, "portico_dns_tcp_connections"), 0);
+
+    // A client that reads gets its 10,000 answers (dns.tcp_max_queries), then the server
+    // closes the connection.
+    let mut reader = tcp_from("127.0.0.4", dns).expect("connect");
+    reader
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let writer = {
+        let mut stream = reader.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for chunk in 0..11u16 {
+                let batch: Vec<u8> = (0..1_000u16)
+                    .flat_map(|i| framed(chunk * 1_000 + i, "static.storage.example", 1))
+                    .collect();
+                if stream.write_all(&batch).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let mut replies = 0u32;
+    let mut len = [0u8; 2];
+    while reader.read_exact(&mut len).is_ok() {
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        reader.read_exact(&mut reply).expect("a whole reply");
+        assert_eq!(u16::from_be_bytes([reply[0], reply[1]]), replies as u16);
+        replies += 1;
+    }
+    let _ = writer.join();
+    assert_eq!(replies, 10_000, "answers up to the per-connection limit");
+    assert_eventually!(
+        Duration::from_secs(5),
+        tcp_closed(&node, "query_limit") == 1,
+        "counted as closed at the query limit"
+    );
+
+    // _explain and _status answer only dns.debug_networks (127.0.0.1/32 here).
+    for name in ["_explain.s3.storage.example", "_status.storage.example"] {
+        let out = tests::dig_at(dns, &["-b", "127.0.0.2", name, "TXT"]);
+        assert!(
+            out.contains("status: REFUSED"),
+            "{name} from 127.0.0.2: {out}"
+        );
+        let out = tests::dig_at(dns, &["-b", "127.0.0.1", name, "TXT"]);
+        assert!(
+            out.contains("status: NOERROR") && out.contains("TXT\t"),
+            "{name}: {out}"
+        );
+    }
+    eprintln!(
+        "dns tcp: {attempted} connects from one address, 64 held; RSS {rss_before} KiB before, \
+         {rss_held} KiB holding them; a non-reading pipeliner closed after {bounded_after:?}"
+    );
+}

@@ -122,8 +122,12 @@ pub struct RawDns {
     pub max_udp_payload: Option<u16>,
     pub tcp_idle_timeout: Option<String>,
     pub tcp_max_connections: Option<usize>,
+    pub tcp_max_per_client: Option<usize>,
+    pub tcp_max_queries: Option<u32>,
+    pub tcp_write_timeout: Option<String>,
     pub ecs: Option<bool>,
     pub debug_queries: Option<bool>,
+    pub debug_networks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -564,8 +564,36 @@ fn dns(raw: &RawDns) -> Result<DnsSettings> {
             Duration::from_secs(10),
         )?,
         tcp_max_connections: raw.tcp_max_connections.unwrap_or(1024),
+        tcp_max_per_client: positive(
+            "dns.tcp_max_per_client",
+            raw.tcp_max_per_client.unwrap_or(64),
+        )?,
+        tcp_max_queries: positive("dns.tcp_max_queries", raw.tcp_max_queries.unwrap_or(10_000))?,
+        tcp_write_timeout: duration(
+            KeyPath::from("dns.tcp_write_timeout"),
+            raw.tcp_write_timeout.as_deref(),
+            Duration::from_secs(5),
+        )?,
         ecs: raw.ecs.unwrap_or(true),
         debug_queries: raw.debug_queries.unwrap_or(false),
+        debug_networks: match &raw.debug_networks {
+            None => vec![
+                "127.0.0.0/8".parse().expect("a network"),
+                "::1/128".parse().expect("a network"),
+            ],
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    text.parse::<IpNet>().map(|net| net.trunc()).map_err(|_| {
+                        invalid(
+                            KeyPath::from("dns.debug_networks").index(i),
+                            format!("{text:?} is not a network (like 192.0.2.0/24)"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+        },
     })
 }
 
@@ -860,4 +888,12 @@ fn store(raw: &RawStore, site_names: &HashSet<&str>) -> Result<StoreSettings> {
         cluster,
         insecure_plaintext,
     })
+}
+
+/// A count that must be at least one.
+fn positive<T: PartialEq + Default>(key: &str, value: T) -> Result<T> {
+    if value == T::default() {
+        return Err(invalid(KeyPath::from(key), "must be at least 1"));
+    }
+    Ok(value)
 }

@@ -677,6 +677,32 @@ fn explain_txt_names_the_site() {
 }
 
 #[test]
+fn explain_and_status_only_to_debug_networks() {
+    let c = control(true);
+    // The default debug_networks are loopback: a resolver elsewhere is refused, whatever
+    // client subnet it speaks for, and the normal names still answer it.
+    for name in ["_explain.s3.storage.example", "_status.storage.example"] {
+        let message = ask(&c, &q(name, 16).ecs("127.1.0.0/24"), "198.51.100.7");
+        assert_eq!(
+            message.metadata.response_code,
+            ResponseCode::Refused,
+            "{name}"
+        );
+        assert!(message.answers.is_empty(), "{name}");
+        let message = ask(&c, &q(name, 16), "::1");
+        assert_eq!(
+            message.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
+        assert!(!message.answers.is_empty(), "{name}");
+    }
+    let message = ask(&c, &q("s3.storage.example", 1), "198.51.100.7");
+    assert_eq!(message.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(answers(&message).len(), 2);
+}
+
+#[test]
 fn admin_drain_moves_answers_on_the_next_snapshot() {
     let c = control(true);
     let mut machine = state_store::Machine::default();

@@ -8,12 +8,13 @@
 //! shutdown future completes, then drains. The `proxy` binary and `portico demo` use both.
 
 pub mod metrics;
+pub mod pipes;
 pub mod rtt;
 pub mod run;
 pub mod s3;
 pub mod shared;
 pub mod store_link;
-mod sys;
+pub mod sys;
 pub mod tcp;
 pub mod upstreams;
 

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use topology::exposition::{Exposition, Kind, PerItem};
 
+use crate::pipes::PipePool;
 use crate::upstreams::{Clock, Member, Upstreams};
 
 /// The counters of one listener.
@@ -18,7 +19,10 @@ use crate::upstreams::{Clock, Member, Upstreams};
 pub struct ListenerMetrics {
     pub name: String,
     pub connections: AtomicU64,
+    /// Refused at the listener's `max_connections`.
     pub refused: AtomicU64,
+    /// Refused at the listener's `max_per_client`.
+    pub refused_per_client: AtomicU64,
     pub active: AtomicU64,
     /// Client to member.
     pub bytes_up: AtomicU64,
@@ -106,7 +110,7 @@ impl Metrics {
     }
 
     /// The page, with the members of `upstreams` as of `clock`.
-    pub fn render(&self, upstreams: &Upstreams, clock: &Clock) -> String {
+    pub fn render(&self, upstreams: &Upstreams, clock: &Clock, pipes: &PipePool) -> String {
         let mut out = Exposition::new();
         let listeners = self
             .listeners
@@ -114,18 +118,27 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let per_listener: [PerItem<ListenerMetrics>; 3] = [
+        let refused = "portico_proxy_connections_refused_total";
+        out.family(
+            refused,
+            Kind::Counter,
+            "Client connections refused, by the limit reached (max_connections, max_per_client).",
+        );
+        for l in &listeners {
+            for (reason, value) in [("limit", &l.refused), ("per_client", &l.refused_per_client)] {
+                out.sample(
+                    refused,
+                    &[("listener", &l.name), ("reason", reason)],
+                    load(value),
+                );
+            }
+        }
+        let per_listener: [PerItem<ListenerMetrics>; 2] = [
             (
                 "portico_proxy_connections_total",
                 Kind::Counter,
                 "Client connections accepted.",
                 &|l| load(&l.connections),
-            ),
-            (
-                "portico_proxy_connections_refused_total",
-                Kind::Counter,
-                "Client connections refused at max_connections.",
-                &|l| load(&l.refused),
             ),
             (
                 "portico_proxy_active_connections",
@@ -239,6 +252,42 @@ impl Metrics {
         ] {
             out.single(name, kind, help, load(value));
         }
+        out.single(
+            "portico_proxy_pipes",
+            Kind::Gauge,
+            "Splice pipes that exist now (lent to sessions or idle in the pool).",
+            pipes.live() as u64,
+        );
+        out.single(
+            "portico_proxy_pipes_lent",
+            Kind::Gauge,
+            "Splice pipes holding a session's bytes now.",
+            pipes.lent() as u64,
+        );
+        out.single(
+            "portico_proxy_pipes_max",
+            Kind::Gauge,
+            "Splice pipes the pool may make (its budget under the kernel's per-user limit).",
+            pipes.max_pipes() as u64,
+        );
+        out.single(
+            "portico_proxy_pipe_size_bytes",
+            Kind::Gauge,
+            "The size of the last pipe made, as the kernel granted it (F_GETPIPE_SZ).",
+            pipes.granted.load(Ordering::Relaxed) as u64,
+        );
+        out.single(
+            "portico_proxy_copied_chunks_total",
+            Kind::Counter,
+            "Chunks of L4 sessions copied through a buffer because no pipe was to be had.",
+            load(&pipes.copied_chunks),
+        );
+        out.single(
+            "portico_proxy_pipes_undersized_total",
+            Kind::Counter,
+            "Pipes the kernel made smaller than 64 KiB (a per-user pipe limit), closed unused.",
+            load(&pipes.undersized),
+        );
         let mut members: Vec<_> = upstreams.members().collect();
         members.sort_by(|a, b| (&a.service, &a.node).cmp(&(&b.service, &b.node)));
         let now = clock.millis();

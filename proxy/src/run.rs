@@ -249,6 +249,7 @@ pub fn prepare(
         draining,
         sessions: Sessions::default(),
         access_log: settings.access_log,
+        pipes: crate::pipes::PipePool::for_this_process(),
     });
     Ok(Some(Prepared {
         settings,
@@ -310,7 +311,8 @@ pub async fn run(
         let socket = tokio::net::TcpListener::from_std(socket)?;
         let page = shared.clone();
         background.push(tokio::spawn(metrics::serve(socket, move || {
-            page.metrics.render(&page.upstreams.load(), &page.clock)
+            page.metrics
+                .render(&page.upstreams.load(), &page.clock, &page.pipes)
         })));
     }
     match api {

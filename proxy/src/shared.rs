@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, watch};
+use topology::per_address::PerAddress;
 
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::rtt::RttTable;
@@ -33,6 +34,8 @@ pub struct Shared {
     pub draining: watch::Receiver<bool>,
     pub sessions: Sessions,
     pub access_log: bool,
+    /// The pipes L4 sessions splice through.
+    pub pipes: crate::pipes::PipePool,
 }
 
 impl Shared {
@@ -89,12 +92,12 @@ impl Drop for SessionGuard<'_> {
     }
 }
 
-/// Accepts until the proxy drains: at most `max_connections` open at once (a connection
-/// over it goes to `refuse`), each served by its own task from `serve`, counted as a
-/// session so a drain can wait for it.
+/// Accepts until the proxy drains: at most `max_connections` open at once, and
+/// `max_per_client` from one address (a connection over either goes to `refuse`), each
+/// served by its own task from `serve`, counted as a session so a drain can wait for it.
 pub async fn accept_loop<F, Fut>(
     listener: tokio::net::TcpListener,
-    max_connections: usize,
+    (max_connections, max_per_client): (usize, usize),
     shared: Arc<Shared>,
     metrics: Arc<ListenerMetrics>,
     refuse: impl Fn(tokio::net::TcpStream),
@@ -104,6 +107,7 @@ pub async fn accept_loop<F, Fut>(
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let limit = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let per_client = PerAddress::new(max_per_client);
     let mut draining = shared.draining.clone();
     loop {
         let accepted = tokio::select! {
@@ -124,6 +128,11 @@ pub async fn accept_loop<F, Fut>(
             refuse(stream);
             continue;
         };
+        let Some(client_slot) = PerAddress::enter(&per_client, peer.ip()) else {
+            ListenerMetrics::add(&metrics.refused_per_client, 1);
+            refuse(stream);
+            continue;
+        };
         ListenerMetrics::add(&metrics.connections, 1);
         let _ = stream.set_nodelay(true);
         let session = serve(stream, peer);
@@ -134,7 +143,7 @@ pub async fn accept_loop<F, Fut>(
             metrics.active.fetch_add(1, Ordering::Relaxed);
             session.await;
             metrics.active.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
+            drop((permit, client_slot));
         });
     }
 }

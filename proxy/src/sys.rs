@@ -20,19 +20,15 @@ pub struct Pipe {
     pub capacity: usize,
 }
 
-/// The pipe size asked for: 1 MiB moved per splice measured 1.6x the bytes per CPU-second
-/// of 64 KiB on one stream (bench/proxy). Pages are only used while data is in flight; the
-/// kernel refuses sizes over `/proc/sys/fs/pipe-max-size` or a user's pipe page limits, and
-/// then the default (64 KiB) stays.
-const PIPE_SIZE: i32 = 1024 * 1024;
-
 impl Pipe {
-    pub fn new() -> io::Result<Pipe> {
+    /// A pipe of `size` bytes if the kernel grants it. Its real size is read back
+    /// (`F_GETPIPE_SZ`): over `/proc/sys/fs/pipe-max-size` the resize is refused and the
+    /// default (64 KiB) stays, and past a user's `pipe-user-pages-soft` even a new pipe gets
+    /// only 8 KiB; the caller decides what is worth keeping.
+    pub fn new(size: usize) -> io::Result<Pipe> {
         let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-        // A bigger pipe means fewer wakeups per byte; a refusal leaves the default (64 KiB).
-        let capacity = fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE))
-            .map(|size| size as usize)
-            .unwrap_or(64 * 1024);
+        let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(size as i32));
+        let capacity = fcntl(&write, FcntlArg::F_GETPIPE_SZ)? as usize;
         Ok(Pipe {
             read,
             write,
@@ -114,7 +110,7 @@ mod tests {
         let (mut sink, _) = listener2.accept().unwrap();
         client.write_all(b"hello through a pipe").unwrap();
         client.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut pipe = Pipe::new().unwrap();
+        let mut pipe = Pipe::new(1024 * 1024).unwrap();
         assert!(pipe.capacity >= 64 * 1024);
         let mut total = 0;
         loop {

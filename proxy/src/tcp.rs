@@ -14,8 +14,8 @@ use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::metrics::ListenerMetrics;
+use crate::pipes::PipePool;
 use crate::shared::{Shared, accept_loop};
-use crate::sys::Pipe;
 use crate::upstreams::Member;
 use topology::config::Listener;
 
@@ -27,10 +27,11 @@ pub async fn serve(
     metrics: Arc<ListenerMetrics>,
 ) {
     let config = Arc::new(config);
-    let (sessions, max) = (shared.clone(), config.max_connections);
+    let sessions = shared.clone();
+    let limits = (config.max_connections, config.max_per_client);
     accept_loop(
         listener,
-        max,
+        limits,
         sessions,
         metrics.clone(),
         drop,
@@ -105,7 +106,8 @@ async fn connect_and_forward(
     };
     metrics.route(&config.service);
     member.live.outstanding.fetch_add(1, Ordering::Relaxed);
-    let result = forward(client, &upstream, config.splice, config.idle_timeout).await;
+    let pipes = config.splice.then_some(&shared.pipes);
+    let result = forward(client, &upstream, pipes, config.idle_timeout).await;
     member.live.outstanding.fetch_sub(1, Ordering::Relaxed);
     match result {
         Ok(totals) => Ok((member, totals, "closed")),
@@ -143,13 +145,13 @@ type Forwarded = Result<(u64, u64), ((u64, u64), &'static str)>;
 pub async fn forward(
     client: &TcpStream,
     upstream: &TcpStream,
-    splice: bool,
+    pipes: Option<&PipePool>,
     idle: Duration,
 ) -> Forwarded {
     let activity = AtomicU64::new(0);
     let started = Instant::now();
-    let up = pump(client, upstream, splice, &activity, started);
-    let down = pump(upstream, client, splice, &activity, started);
+    let up = pump(client, upstream, pipes, &activity, started);
+    let down = pump(upstream, client, pipes, &activity, started);
     let watchdog = async {
         loop {
             let last = Duration::from_millis(activity.load(Ordering::Relaxed));
@@ -184,22 +186,32 @@ pub async fn forward(
     }
 }
 
-/// One direction: `from` to `to` until end of stream (then half-close `to`).
+/// One direction: `from` to `to` until end of stream (then half-close `to`). Each time
+/// `from` has data, one chunk moves through a pipe of `pipes` when one is to be had (taken
+/// only then, so an idle session holds none), else through a buffer.
 async fn pump(
     from: &TcpStream,
     to: &TcpStream,
-    splice: bool,
+    pipes: Option<&PipePool>,
     activity: &AtomicU64,
     started: Instant,
 ) -> Result<u64, (u64, io::Error)> {
     let mut moved = 0u64;
-    let result = if splice {
-        match Pipe::new() {
-            Ok(pipe) => pump_splice(from, to, pipe, &mut moved, activity, started).await,
-            Err(_) => pump_copy(from, to, &mut moved, activity, started).await,
+    let mut buffer = Vec::new();
+    let result = loop {
+        if let Err(e) = from.readable().await {
+            break Err(e);
         }
-    } else {
-        pump_copy(from, to, &mut moved, activity, started).await
+        let chunk = match pipes.map(|pool| (pool, pool.take())) {
+            Some((pool, Some(pipe))) => splice_chunk(from, to, pipe, pool, &mut moved).await,
+            _ => copy_chunk(from, to, &mut buffer, &mut moved).await,
+        };
+        match chunk {
+            Ok(Chunk::Moved) => touch(activity, started),
+            Ok(Chunk::NotReady) => {}
+            Ok(Chunk::End) => break Ok(()),
+            Err(e) => break Err(e),
+        }
     };
     match result {
         Ok(()) => {
@@ -214,29 +226,32 @@ fn touch(activity: &AtomicU64, started: Instant) {
     activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
 }
 
-async fn pump_splice(
+/// What one chunk of a pump did.
+enum Chunk {
+    /// Bytes went from the source to the destination.
+    Moved,
+    /// The source's readiness was stale: nothing to read yet.
+    NotReady,
+    /// The source ended its stream.
+    End,
+}
+
+/// Moves what `from` has now, up to a pipe's worth, to `to` through `pipe`, which goes back
+/// to `pool` after (closed instead if a failure left bytes in it).
+async fn splice_chunk(
     from: &TcpStream,
     to: &TcpStream,
-    mut pipe: Pipe,
+    mut pipe: crate::sys::Pipe,
+    pool: &PipePool,
     moved: &mut u64,
-    activity: &AtomicU64,
-    started: Instant,
-) -> io::Result<()> {
-    loop {
-        // Fill the pipe from the source...
-        let n = loop {
-            from.readable().await?;
-            match from.try_io(Interest::READABLE, || pipe.fill_from(from)) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        };
-        if n == 0 {
-            return Ok(());
+) -> io::Result<Chunk> {
+    let result = async {
+        match from.try_io(Interest::READABLE, || pipe.fill_from(from)) {
+            Ok(0) => return Ok(Chunk::End),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Chunk::NotReady),
+            Err(e) => return Err(e),
         }
-        touch(activity, started);
-        // ...and empty it into the destination.
         while pipe.pending > 0 {
             to.writable().await?;
             match to.try_io(Interest::WRITABLE, || pipe.drain_to(to)) {
@@ -245,43 +260,41 @@ async fn pump_splice(
                 Err(e) => return Err(e),
             }
         }
-        touch(activity, started);
+        Ok(Chunk::Moved)
     }
+    .await;
+    pool.give(pipe);
+    result
 }
 
-async fn pump_copy(
+/// Moves what one read of `from` returns now to `to` through `buffer` (allocated on first
+/// use).
+async fn copy_chunk(
     from: &TcpStream,
     to: &TcpStream,
+    buffer: &mut Vec<u8>,
     moved: &mut u64,
-    activity: &AtomicU64,
-    started: Instant,
-) -> io::Result<()> {
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let n = loop {
-            from.readable().await?;
-            match from.try_read(&mut buffer) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        };
-        if n == 0 {
-            return Ok(());
-        }
-        touch(activity, started);
-        let mut written = 0;
-        while written < n {
-            to.writable().await?;
-            match to.try_write(&buffer[written..n]) {
-                Ok(w) => written += w,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        *moved += n as u64;
-        touch(activity, started);
+) -> io::Result<Chunk> {
+    if buffer.is_empty() {
+        buffer.resize(64 * 1024, 0);
     }
+    let n = match from.try_read(buffer) {
+        Ok(0) => return Ok(Chunk::End),
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Chunk::NotReady),
+        Err(e) => return Err(e),
+    };
+    let mut written = 0;
+    while written < n {
+        to.writable().await?;
+        match to.try_write(&buffer[written..n]) {
+            Ok(w) => written += w,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    *moved += n as u64;
+    Ok(Chunk::Moved)
 }
 
 #[cfg(test)]
@@ -298,15 +311,16 @@ mod tests {
         (a, b)
     }
 
-    async fn half_close_both_ways(splice: bool) {
+    async fn half_close_both_ways(pipes: Option<Arc<PipePool>>) {
         // client <-> [proxy_client | proxy_upstream] <-> server
         let (mut client, proxy_client) = pair().await;
         let (proxy_upstream, mut server) = pair().await;
+        let pool = pipes.clone();
         let forwarding = tokio::spawn(async move {
             forward(
                 &proxy_client,
                 &proxy_upstream,
-                splice,
+                pool.as_deref(),
                 Duration::from_secs(5),
             )
             .await
@@ -329,16 +343,36 @@ mod tests {
         assert_eq!(reply, "reply after half-close");
         let totals = forwarding.await.unwrap().unwrap();
         assert_eq!(totals, (payload.len() as u64, 22));
+        if let Some(pool) = pipes {
+            assert_eq!(pool.lent(), 0, "every pipe is back in the pool");
+        }
+    }
+
+    fn pool(pages: usize) -> Arc<PipePool> {
+        let limits = crate::pipes::PipeLimits {
+            soft_pages: pages,
+            hard_pages: 0,
+            privileged: false,
+        };
+        Arc::new(PipePool::new(crate::pipes::PIPE_SIZE, limits))
     }
 
     #[tokio::test]
     async fn splice_forwarding_passes_half_close_on() {
-        half_close_both_ways(true).await;
+        half_close_both_ways(Some(pool(16384))).await;
     }
 
     #[tokio::test]
     async fn copy_forwarding_passes_half_close_on() {
-        half_close_both_ways(false).await;
+        half_close_both_ways(None).await;
+    }
+
+    #[tokio::test]
+    async fn a_pool_of_one_pipe_splices_some_chunks_and_copies_the_rest() {
+        let pool = pool(400); // three quarters: one 1 MiB pipe
+        assert_eq!(pool.max_pipes(), 1);
+        half_close_both_ways(Some(pool.clone())).await;
+        assert_eq!(pool.live(), 1);
     }
 
     #[tokio::test]
@@ -349,7 +383,7 @@ mod tests {
         let result = forward(
             &proxy_client,
             &proxy_upstream,
-            true,
+            Some(&pool(16384)),
             Duration::from_millis(200),
         )
         .await;

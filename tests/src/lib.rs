@@ -655,9 +655,20 @@ impl ProxyNode {
     /// Starts `proxy --config <config> <args>` and waits until it has logged `listeners`
     /// listening lines.
     pub fn start(config: &str, listeners: usize, args: &[&str]) -> ProxyNode {
+        Self::start_as(None, config, listeners, args)
+    }
+
+    /// [`ProxyNode::start`] as the user and group `uid` (an unprivileged one, as a systemd
+    /// unit's `User=` runs it), or as this process's user for `None`.
+    pub fn start_as(uid: Option<u32>, config: &str, listeners: usize, args: &[&str]) -> ProxyNode {
+        use std::os::unix::process::CommandExt;
         let dir = TempDir::new("proxy");
         let path = dir.write("proxy.toml", config);
-        let mut child = Command::new(binary("proxy"))
+        let mut command = Command::new(binary("proxy"));
+        if let Some(uid) = uid {
+            command.uid(uid).gid(uid);
+        }
+        let mut child = command
             .arg("--config")
             .arg(&path)
             .args(args)

@@ -21,6 +21,7 @@ pub mod geo;
 pub mod hysteresis;
 pub mod model;
 pub mod name;
+pub mod per_address;
 pub mod prefix;
 pub mod records;
 pub mod rendezvous;

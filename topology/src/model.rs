@@ -332,10 +332,7 @@ pub struct DnsSettings {
 impl DnsSettings {
     /// Whether `source` may read the `_explain` and `_status` names.
     pub fn debug_allowed(&self, source: IpAddr) -> bool {
-        let source = match source {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source, IpAddr::V4),
-            v4 => v4,
-        };
+        let source = source.to_canonical();
         self.debug_networks.iter().any(|net| net.contains(&source))
     }
 }

@@ -6,16 +6,16 @@
 //! queries and never reads its replies loses its connection instead of holding it; and a
 //! number of queries per connection.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use topology::per_address::PerAddress;
 
 use super::counters::{Counters, Shard, TcpClose};
 use super::snapshot::Snapshot;
@@ -46,49 +46,6 @@ impl From<&topology::DnsSettings> for TcpLimits {
     }
 }
 
-/// Open connections per client address.
-#[derive(Debug, Default)]
-struct PerClient {
-    open: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One connection's place in [`PerClient`], given back when dropped.
-struct ClientSlot {
-    table: Arc<PerClient>,
-    address: IpAddr,
-}
-
-impl PerClient {
-    fn take(table: &Arc<PerClient>, address: IpAddr, max: usize) -> Option<ClientSlot> {
-        let address = match address {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
-            v4 => v4,
-        };
-        let mut open = table.open.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(address).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(ClientSlot {
-            table: table.clone(),
-            address,
-        })
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.address) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.address);
-            }
-        }
-    }
-}
-
 /// Serves connections from `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
@@ -99,7 +56,7 @@ pub async fn serve(
 ) {
     let shard = counters.shard();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let per_client = Arc::new(PerClient::default());
+    let per_client = PerAddress::new(limits.max_per_client);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -118,8 +75,7 @@ pub async fn serve(
             tracing::debug!(%peer, "TCP connection limit reached; closing");
             continue;
         };
-        let Some(client_slot) = PerClient::take(&per_client, peer.ip(), limits.max_per_client)
-        else {
+        let Some(client_slot) = PerAddress::enter(&per_client, peer.ip()) else {
             counters.count_tcp_close(TcpClose::PerClient);
             tracing::debug!(%peer, "TCP connections from this address at their limit; closing");
             continue;

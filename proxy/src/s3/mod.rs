@@ -49,7 +49,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<S3Listener>) {
     };
     accept_loop(
         listener,
-        ctx.config.max_connections,
+        (ctx.config.max_connections, ctx.config.max_per_client),
         ctx.shared.clone(),
         ctx.metrics.clone(),
         refuse_over_limit,

@@ -1,5 +1,6 @@
 //! A hostile network against the real binaries: floods and lies at the raft port, the admin
-//! API and DNS over TCP, with a cluster that must keep committing and answering meanwhile.
+//! API and DNS over TCP, with a cluster that must keep committing and answering meanwhile;
+//! and the L4 proxy as an unprivileged user, under many sessions and one greedy address.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tests::{DnsNode, TempDir, assert_eventually, free_port, process_usage, runtime};
+use tests::{DnsNode, ProxyNode, TempDir, assert_eventually, free_port, process_usage, runtime};
 
 use crate::CONFIG;
 use crate::cluster::store_section;
@@ -694,5 +695,228 @@ fn dns_over_tcp_is_bounded_per_client_per_connection_and_for_debug_names() {
     eprintln!(
         "dns tcp: {attempted} connects from one address, 64 held; RSS {rss_before} KiB before, \
          {rss_held} KiB holding them; a non-reading pipeliner closed after {bounded_after:?}"
+    );
+}
+
+/// The size of the pipe another process holds as `path` (`/proc/<pid>/fd/<n>`), opened
+/// without waiting for a writer.
+fn pipe_size(path: &std::path::Path) -> Option<i32> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .ok()?;
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETPIPE_SZ).ok()
+}
+
+/// The pipes process `pid` has open (`pipe:[inode]`).
+fn pipe_names(pid: u32) -> Vec<(String, std::path::PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let link = std::fs::read_link(entry.path()).ok()?;
+            let link = link.to_string_lossy().into_owned();
+            link.starts_with("pipe:").then(|| (link, entry.path()))
+        })
+        .collect()
+}
+
+/// Pipes of process `pid` but those in `inherited`: how many, and the smallest size
+/// (`F_GETPIPE_SZ`, read through `/proc/<pid>/fd`), or `None` when it has none.
+fn pipes_of(pid: u32, inherited: &std::collections::HashSet<String>) -> Option<(usize, usize)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut smallest = usize::MAX;
+    for (link, path) in pipe_names(pid) {
+        if inherited.contains(&link) || !seen.insert(link) {
+            continue;
+        }
+        if let Some(size) = pipe_size(&path) {
+            smallest = smallest.min(size as usize);
+        }
+    }
+    (!seen.is_empty()).then_some((seen.len(), smallest))
+}
+
+fn proxy_metric(metrics: SocketAddr, name: &str) -> u64 {
+    let (_, text) = tests::http(metrics, "GET", "/metrics", None);
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_l4_proxy_as_an_unprivileged_user_keeps_full_pipes_and_caps_one_address() {
+    const SESSIONS: usize = 200;
+    const BYTES: usize = 2 * 1024 * 1024;
+    const NOBODY: u32 = 65534;
+    // An echo member.
+    let rt = runtime();
+    let member = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.23.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut read, mut write) = stream.into_split();
+                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                });
+            }
+        });
+        addr
+    });
+    let listen = crate::proxy::proxy_address("127.0.23.100");
+    let metrics = crate::proxy::proxy_address("127.0.23.101");
+    let base = crate::proxy::deployment(&[("files", vec![("echo", member)])]);
+    let config = crate::proxy::tcp_proxy_config(&base, listen, &format!("metrics = \"{metrics}\""));
+    let proxy = ProxyNode::start_as(Some(NOBODY), &config, 1, &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.pid())).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "the proxy runs unprivileged"
+    );
+
+    // 200 sessions at once, each echoing 2 MiB, while the proxy's pipes are watched (but
+    // the standard error pipe and any the harness left open in it: the ones of a new
+    // process that has not forwarded a byte yet, but the pool's first).
+    let pool_pipe_size = 1024 * 1024;
+    let inherited: std::collections::HashSet<String> = pipe_names(proxy.pid())
+        .into_iter()
+        .filter(|(_, path)| pipe_size(path) != Some(pool_pipe_size))
+        .map(|(link, _)| link)
+        .collect();
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (watching, pid) = (watching.clone(), proxy.pid());
+        std::thread::spawn(move || {
+            let (mut most, mut smallest, mut samples) = (0, usize::MAX, 0);
+            while watching.load(Ordering::SeqCst) {
+                if let Some((count, size)) = pipes_of(pid, &inherited) {
+                    most = most.max(count);
+                    smallest = smallest.min(size);
+                    samples += 1;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (most, smallest, samples)
+        })
+    };
+    let started = Instant::now();
+    let echoed: Vec<usize> = rt.block_on(async {
+        let barrier = Arc::new(tokio::sync::Barrier::new(SESSIONS));
+        let sessions: Vec<_> = (0..SESSIONS)
+            .map(|i| {
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                    let source = format!("127.0.24.{}:0", i % 100 + 1).parse().unwrap();
+                    socket.bind(source).unwrap();
+                    let stream = socket.connect(listen).await.expect("connect");
+                    let (mut read, mut write) = stream.into_split();
+                    barrier.wait().await;
+                    let pattern = i as u8;
+                    let sender = tokio::spawn(async move {
+                        let chunk = vec![pattern; 64 * 1024];
+                        for _ in 0..BYTES / chunk.len() {
+                            write.write_all(&chunk).await.unwrap();
+                        }
+                        write.shutdown().await.unwrap();
+                    });
+                    let mut back = Vec::with_capacity(BYTES);
+                    read.read_to_end(&mut back).await.unwrap();
+                    sender.await.unwrap();
+                    assert!(
+                        back.iter().all(|&b| b == pattern),
+                        "session {i}'s own bytes"
+                    );
+                    back.len()
+                })
+            })
+            .collect();
+        let mut echoed = Vec::new();
+        for session in sessions {
+            echoed.push(session.await.unwrap());
+        }
+        echoed
+    });
+    let took = started.elapsed();
+    watching.store(false, Ordering::SeqCst);
+    let (most_pipes, smallest_pipe, samples) = watcher.join().unwrap();
+    assert!(
+        echoed.iter().all(|&n| n == BYTES),
+        "every session echoed in full"
+    );
+    assert!(samples > 0, "the pipes were watched");
+    assert!(
+        smallest_pipe >= 64 * 1024,
+        "no pipe under 64 KiB (the kernel's 8 KiB fallback): smallest {smallest_pipe}"
+    );
+    let budget = proxy_metric(metrics, "portico_proxy_pipes_max") as usize;
+    assert!(
+        (1..=48).contains(&budget),
+        "within three quarters of pipe-user-pages-soft: {budget}"
+    );
+    assert!(
+        most_pipes <= budget + 2,
+        "{most_pipes} pipes, budget {budget}"
+    );
+    assert_eq!(
+        proxy_metric(metrics, "portico_proxy_pipes_undersized_total"),
+        0
+    );
+    assert_eq!(
+        proxy_metric(metrics, "portico_proxy_pipe_size_bytes"),
+        1024 * 1024,
+        "the size asked for, read back"
+    );
+    let copied = proxy_metric(metrics, "portico_proxy_copied_chunks_total");
+
+    // One address opens 20,000 connections: it keeps max_per_client (1024 by default), the
+    // rest are closed at once, and another address still gets through.
+    let mut open: Vec<TcpStream> = Vec::new();
+    let mut connected = 0u32;
+    for i in 0..20_000u32 {
+        if let Ok(stream) = tcp_from("127.0.23.10", listen) {
+            connected += 1;
+            open.push(stream);
+        }
+        if i % 1_000 == 999 {
+            std::thread::sleep(Duration::from_millis(50));
+            open.retain_mut(|s| !closed_now(s));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    open.retain_mut(|s| !closed_now(s));
+    assert!(
+        connected >= 19_000,
+        "only {connected} connects went through"
+    );
+    assert_eq!(open.len(), 1024, "the per-client cap holds");
+    let refused = proxy_metric(
+        metrics,
+        "portico_proxy_connections_refused_total{listener=\"tcp\",reason=\"per_client\"}",
+    );
+    assert_eq!(refused, u64::from(connected) - 1024);
+    let mut other = tcp_from("127.0.23.11", listen).expect("another address connects");
+    other.write_all(b"still served\n").unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut echo = [0u8; 13];
+    other.read_exact(&mut echo).expect("echoed");
+    assert_eq!(&echo, b"still served\n");
+    eprintln!(
+        "proxy as uid {NOBODY}: {SESSIONS} sessions x {BYTES} B echoed in {took:?}; at most \
+         {most_pipes} pipes (budget {budget}), smallest {smallest_pipe} B; {copied} chunks \
+         copied; {connected} connects from one address, {} kept, {refused} refused",
+        open.len()
     );
 }

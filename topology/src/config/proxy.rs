@@ -84,6 +84,8 @@ pub struct Listener {
     /// connection idle between requests for this long is closed.
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Open connections one client address may hold.
+    pub max_per_client: usize,
     /// TCP: forward with `splice(2)` through a pipe (zero copy); false: a plain copy.
     pub splice: bool,
     /// S3: terminate TLS with this certificate chain and key (PEM files).
@@ -345,6 +347,7 @@ fn validate_listener(
         })
         .collect::<Result<Vec<_>>>()?;
     let max_connections = at_least("max_connections", raw.max_connections, 1, 10_000)?;
+    let max_per_client = at_least("max_per_client", raw.max_per_client, 1, 1024)?;
     let default_idle = match protocol {
         ListenerProtocol::Tcp => Duration::from_secs(600),
         ListenerProtocol::S3 => Duration::from_secs(60),
@@ -366,6 +369,7 @@ fn validate_listener(
             default_idle,
         )?,
         max_connections,
+        max_per_client,
         splice: raw.splice.unwrap_or(true),
         tls: raw.tls.as_ref().map(|tls| ListenerTls {
             cert: tls.cert.clone(),

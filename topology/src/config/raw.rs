@@ -310,6 +310,7 @@ pub struct RawListener {
     pub connect_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_connections: Option<usize>,
+    pub max_per_client: Option<usize>,
     pub splice: Option<bool>,
     pub tls: Option<RawListenerTls>,
     pub backend_tls: Option<RawBackendTls>,

@@ -298,10 +298,14 @@ fn a_store_of_several_nodes_without_tls_does_not_start() {
 
 /// The value of a node's metric `name` (with its labels, if any).
 fn metric(node: &DnsNode, name: &str) -> u64 {
-    let metrics = node.http("GET", "/metrics", None).1;
+    metric_at(node.admin.expect("admin API enabled"), name)
+}
+
+/// The value of metric `name` on the `/metrics` page served at `at`.
+fn metric_at(at: SocketAddr, name: &str) -> u64 {
+    let (_, text) = tests::http(at, "GET", "/metrics", None);
     let prefix = format!("{name} ");
-    metrics
-        .lines()
+    text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
@@ -741,15 +745,6 @@ fn pipes_of(pid: u32, inherited: &std::collections::HashSet<String>) -> Option<(
     (!seen.is_empty()).then_some((seen.len(), smallest))
 }
 
-fn proxy_metric(metrics: SocketAddr, name: &str) -> u64 {
-    let (_, text) = tests::http(metrics, "GET", "/metrics", None);
-    let prefix = format!("{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn the_l4_proxy_as_an_unprivileged_user_keeps_full_pipes_and_caps_one_address() {
     const SESSIONS: usize = 200;
@@ -859,7 +854,7 @@ fn the_l4_proxy_as_an_unprivileged_user_keeps_full_pipes_and_caps_one_address() 
         smallest_pipe >= 64 * 1024,
         "no pipe under 64 KiB (the kernel's 8 KiB fallback): smallest {smallest_pipe}"
     );
-    let budget = proxy_metric(metrics, "portico_proxy_pipes_max") as usize;
+    let budget = metric_at(metrics, "portico_proxy_pipes_max") as usize;
     assert!(
         (1..=48).contains(&budget),
         "within three quarters of pipe-user-pages-soft: {budget}"
@@ -869,15 +864,15 @@ fn the_l4_proxy_as_an_unprivileged_user_keeps_full_pipes_and_caps_one_address() 
         "{most_pipes} pipes, budget {budget}"
     );
     assert_eq!(
-        proxy_metric(metrics, "portico_proxy_pipes_undersized_total"),
+        metric_at(metrics, "portico_proxy_pipes_undersized_total"),
         0
     );
     assert_eq!(
-        proxy_metric(metrics, "portico_proxy_pipe_size_bytes"),
+        metric_at(metrics, "portico_proxy_pipe_size_bytes"),
         1024 * 1024,
         "the size asked for, read back"
     );
-    let copied = proxy_metric(metrics, "portico_proxy_copied_chunks_total");
+    let copied = metric_at(metrics, "portico_proxy_copied_chunks_total");
 
     // One address opens 20,000 connections: it keeps max_per_client (1024 by default), the
     // rest are closed at once, and another address still gets through.
@@ -900,7 +895,7 @@ fn the_l4_proxy_as_an_unprivileged_user_keeps_full_pipes_and_caps_one_address() 
         "only {connected} connects went through"
     );
     assert_eq!(open.len(), 1024, "the per-client cap holds");
-    let refused = proxy_metric(
+    let refused = metric_at(
         metrics,
         "portico_proxy_connections_refused_total{listener=\"tcp\",reason=\"per_client\"}",
     );

@@ -73,7 +73,7 @@ impl PipeLimits {
         PipeLimits {
             soft_pages: read("pipe-user-pages-soft"),
             hard_pages: read("pipe-user-pages-hard"),
-            privileged: nix::unistd::geteuid().is_root(),
+            privileged: crate::sys::running_as_root(),
         }
     }
 

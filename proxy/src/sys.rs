@@ -1,7 +1,7 @@
 //! The proxy's direct system calls, all in this one audited module: `splice(2)` through a
-//! pipe for zero-copy forwarding (nix's safe wrappers) and `getsockopt(TCP_INFO)` for the
-//! kernel's smoothed RTT of a client connection (the one `unsafe` block of the workspace; a
-//! tidy test keeps it here).
+//! pipe for zero-copy forwarding (nix's safe wrappers), the effective user id, and
+//! `getsockopt(TCP_INFO)` for the kernel's smoothed RTT of a client connection (the one
+//! `unsafe` block of the workspace; a tidy test keeps it here).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -66,6 +66,11 @@ impl Pipe {
         self.pending -= moved;
         Ok(moved)
     }
+}
+
+/// Whether this process runs as root (the kernel's per-user pipe limits then do not apply).
+pub fn running_as_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }
 
 /// The kernel's smoothed round-trip time of a TCP connection, in microseconds

@@ -222,25 +222,31 @@ import websocket
 
 @contextlib.contextmanager
 def chromium():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    # Port 0: Chromium picks its DevTools port and writes it to DevToolsActivePort in the
+    # profile (no race with another test for a port chosen here).
     profile = tempfile.mkdtemp(prefix="portico-chromium-")
+    log = open(os.path.join(profile, "stderr.log"), "w")
     chrome = subprocess.Popen(
         ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={port}",
+         "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
          f"--user-data-dir={profile}", "--window-size=1400,1100", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=log)
     try:
-        for _ in range(200):
+        deadline = time.time() + 60
+        page = None
+        while page is None and time.time() < deadline and chrome.poll() is None:
             try:
-                pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=1))
+                with open(os.path.join(profile, "DevToolsActivePort")) as f:
+                    port = int(f.readline())
+                pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=2))
                 page = next(p for p in pages if p["type"] == "page")
-                break
             except Exception:
                 time.sleep(0.1)
-        else:
-            sys.exit("chromium did not start")
+        if page is None:
+            log.flush()
+            with open(os.path.join(profile, "stderr.log")) as f:
+                tail = f.read()[-2000:]
+            sys.exit(f"chromium did not start (exit {chrome.poll()}): {tail}")
         ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30)
         counter = [0]
         def call(method, **params):

@@ -203,7 +203,11 @@ async fn pump(
             break Err(e);
         }
         let chunk = match pipes.map(|pool| (pool, pool.take())) {
-            Some((pool, Some(pipe))) => splice_chunk(from, to, pipe, pool, &mut moved).await,
+            Some((pool, Some(pipe))) => {
+                // A buffer from a copied chunk is not kept while pipes are to be had.
+                buffer = Vec::new();
+                splice_chunk(from, to, pipe, pool, &mut moved).await
+            }
             _ => copy_chunk(from, to, &mut buffer, &mut moved).await,
         };
         match chunk {

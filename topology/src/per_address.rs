@@ -1,5 +1,6 @@
-//! Open connections counted per client address: the bound the DNS front's TCP side and the
-//! proxy's listeners share, so one address cannot hold every connection slot.
+//! Open connections counted per client address: the bound the DNS front's TCP side, the
+//! proxy's listeners and the raft transport share, so one address cannot hold every
+//! connection slot.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

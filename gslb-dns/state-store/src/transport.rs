@@ -164,7 +164,7 @@ pub struct TcpTransport {
     /// Inbound connections authenticated per node.
     inbound: Mutex<HashMap<u64, usize>>,
     /// Inbound connections per remote address.
-    addresses: Mutex<HashMap<std::net::IpAddr, usize>>,
+    addresses: Arc<topology::per_address::PerAddress>,
 }
 
 impl std::fmt::Debug for TcpTransport {
@@ -189,6 +189,7 @@ impl TcpTransport {
         tls: Option<Tls>,
         limits: Limits,
     ) -> Arc<TcpTransport> {
+        let addresses = topology::per_address::PerAddress::new(limits.per_address);
         Arc::new(TcpTransport {
             id,
             handle,
@@ -198,7 +199,7 @@ impl TcpTransport {
             limits,
             counters: Arc::new(TransportCounters::default()),
             inbound: Mutex::new(HashMap::new()),
-            addresses: Mutex::new(HashMap::new()),
+            addresses,
         })
     }
 
@@ -280,46 +281,6 @@ impl TcpTransport {
             transport: self.clone(),
             id,
         })
-    }
-}
-
-/// An inbound connection from one address, counted while it lasts.
-struct AddressGuard {
-    transport: Arc<TcpTransport>,
-    address: std::net::IpAddr,
-}
-
-impl AddressGuard {
-    fn enter(transport: &Arc<TcpTransport>, address: std::net::IpAddr) -> Option<AddressGuard> {
-        let mut addresses = transport
-            .addresses
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let open = addresses.entry(address).or_default();
-        if *open >= transport.limits.per_address {
-            return None;
-        }
-        *open += 1;
-        Some(AddressGuard {
-            transport: transport.clone(),
-            address,
-        })
-    }
-}
-
-impl Drop for AddressGuard {
-    fn drop(&mut self) {
-        let mut addresses = self
-            .transport
-            .addresses
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(open) = addresses.get_mut(&self.address) {
-            *open = open.saturating_sub(1);
-            if *open == 0 {
-                addresses.remove(&self.address);
-            }
-        }
     }
 }
 
@@ -552,7 +513,9 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Some(from_address) = AddressGuard::enter(&transport, peer.ip()) else {
+        let Some(from_address) =
+            topology::per_address::PerAddress::enter(&transport.addresses, peer.ip())
+        else {
             transport.counters.reject(Rejection::Connections);
             tracing::debug!(%peer, "raft connection refused: too many open from this address");
             continue;

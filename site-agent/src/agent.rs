@@ -15,6 +15,7 @@ use portico_client::ApiClient;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 use topology::config::SiteAgentSettings;
+use topology::hysteresis::Thresholds;
 use topology::wire::AgentReport;
 use topology::{Check, CheckKind, Deployment, Member, Timestamp};
 
@@ -195,6 +196,7 @@ async fn member_loop(
             target.addr = SocketAddr::new(ip, target.addr.port());
             target.agent = target.agent.map(|a| SocketAddr::new(ip, a.port()));
         }
+        let started = Instant::now();
         let verdict = match limit.acquire().await {
             Ok(_permit) => run_probe(&target, credentials.as_ref()).await,
             Err(_) => return,
@@ -209,7 +211,7 @@ async fn member_loop(
             },
             None => None,
         };
-        let notify = {
+        let (notify, suspect) = {
             let mut trackers = trackers.lock().unwrap_or_else(|e| e.into_inner());
             let tracker = trackers
                 .entry(key.clone())
@@ -217,28 +219,29 @@ async fn member_loop(
             let admin_changed = feedback
                 .as_ref()
                 .is_some_and(|f| tracker.observe_feedback(f));
-            let health = tracker.observe_probe(
-                verdict.ok,
-                &verdict.reason,
-                verdict.latency,
-                target.check.rise,
-                target.check.fall,
-            );
+            let health = tracker.observe_probe(&verdict, Thresholds::of(&target.check));
             if let Some(health) = health {
                 tracing::info!(service = %target.service, node = %target.node, ?health, reason = %verdict.reason, latency_ms = verdict.latency.as_millis() as u64, "member state changed");
             }
             if admin_changed {
                 tracing::info!(service = %target.service, node = %target.node, feedback = ?feedback, "load-feedback admin state changed");
             }
-            health.is_some() || admin_changed
+            (health.is_some() || admin_changed, tracker.suspect())
         };
         if notify {
             changed.notify_one();
         }
-        next += target.check.interval;
+        // A failure that has not decided anything yet: probe again soon (from this probe's
+        // start), so a dead member is down after `fall` fast probes, not `fall` intervals.
+        // Otherwise keep the regular schedule.
         let now = Instant::now();
-        if next < now {
-            next = now + target.check.interval;
+        if suspect {
+            next = (started + target.check.fast_interval).max(now);
+        } else {
+            next += target.check.interval;
+            if next < now {
+                next = now + target.check.interval;
+            }
         }
         tokio::time::sleep_until(next.into()).await;
     }

@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use topology::agent_check::{AgentAdmin, AgentFeedback, AgentHealth};
-use topology::hysteresis::Hysteresis;
+use topology::hysteresis::{Hysteresis, ProbeResult, Thresholds};
+
+use crate::probe::Verdict;
 use topology::wire::MemberObservation;
 use topology::{AdminState, Health};
 
@@ -81,15 +83,10 @@ impl Tracker {
         self.hysteresis.health()
     }
 
-    /// Takes a probe verdict; returns the new health when it changed.
-    pub fn observe_probe(
-        &mut self,
-        ok: bool,
-        reason: &str,
-        latency: Duration,
-        rise: u32,
-        fall: u32,
-    ) -> Option<Health> {
+    /// Takes a probe verdict; returns the new health when it changed. A load-feedback
+    /// `down` counts as a hard failure (the member itself says no).
+    pub fn observe_probe(&mut self, verdict: &Verdict, thresholds: Thresholds) -> Option<Health> {
+        let (ok, reason, latency) = (verdict.ok, verdict.reason.as_str(), verdict.latency);
         self.probes += 1;
         if !ok {
             *self.failures.entry(reason.to_owned()).or_default() += 1;
@@ -106,7 +103,17 @@ impl Tracker {
                 Some(ewma) => ewma + EWMA_ALPHA * (sample - ewma),
             });
         }
-        self.hysteresis.observe(ok, rise, fall)
+        let result = if self.agent_down.is_some() {
+            ProbeResult::HardFailure
+        } else {
+            verdict.result()
+        };
+        self.hysteresis.observe(result, thresholds)
+    }
+
+    /// Failing but not down yet: worth probing again soon.
+    pub fn suspect(&self) -> bool {
+        self.hysteresis.suspect()
     }
 
     /// Takes the node's load feedback. Returns true when the admin state changed (worth an
@@ -176,22 +183,37 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    fn up(latency: Duration) -> Verdict {
+        Verdict {
+            ok: true,
+            hard: false,
+            reason: "ok".into(),
+            latency,
+        }
+    }
+
     #[test]
     fn health_follows_hysteresis_and_agent_down() {
         let mut t = Tracker::new("s3", "fra-1");
-        assert_eq!(t.observe_probe(true, "ok", MS, 2, 2), None);
-        assert_eq!(t.observe_probe(true, "ok", MS, 2, 2), Some(Health::Up));
-        t.observe_feedback(&parse_agent_reply("down #rebuilding").unwrap());
-        assert_eq!(t.observe_probe(true, "ok", MS, 2, 2), None);
+        assert_eq!(t.observe_probe(&up(MS), Thresholds::new(2, 2)), None);
         assert_eq!(
-            t.observe_probe(true, "ok", MS, 2, 2),
+            t.observe_probe(&up(MS), Thresholds::new(2, 2)),
+            Some(Health::Up)
+        );
+        t.observe_feedback(&parse_agent_reply("down #rebuilding").unwrap());
+        assert_eq!(t.observe_probe(&up(MS), Thresholds::new(2, 2)), None);
+        assert_eq!(
+            t.observe_probe(&up(MS), Thresholds::new(2, 2)),
             Some(Health::Down),
             "agent down counts as failure"
         );
         assert_eq!(t.observation(MS * 200).reason, "agent: down (rebuilding)");
         t.observe_feedback(&parse_agent_reply("up").unwrap());
-        t.observe_probe(true, "ok", MS, 2, 2);
-        assert_eq!(t.observe_probe(true, "ok", MS, 2, 2), Some(Health::Up));
+        t.observe_probe(&up(MS), Thresholds::new(2, 2));
+        assert_eq!(
+            t.observe_probe(&up(MS), Thresholds::new(2, 2)),
+            Some(Health::Up)
+        );
     }
 
     #[test]
@@ -214,11 +236,11 @@ mod tests {
     fn slow_probes_lower_the_weight_smoothly() {
         let mut t = Tracker::new("s3", "fra-1");
         let slow = MS * 200;
-        t.observe_probe(true, "ok", MS * 100, 2, 2);
+        t.observe_probe(&up(MS * 100), Thresholds::new(2, 2));
         assert_eq!(t.weight_percent(slow), 100, "fast: full weight");
         let mut weights = Vec::new();
         for _ in 0..8 {
-            t.observe_probe(true, "ok", MS * 800, 2, 2);
+            t.observe_probe(&up(MS * 800), Thresholds::new(2, 2));
             weights.push(t.weight_percent(slow));
         }
         assert!(
@@ -230,7 +252,7 @@ mod tests {
             "{weights:?}"
         );
         for _ in 0..10 {
-            t.observe_probe(true, "ok", MS * 50, 2, 2);
+            t.observe_probe(&up(MS * 50), Thresholds::new(2, 2));
         }
         assert_eq!(t.weight_percent(slow), 100, "recovers when fast again");
         assert_eq!(t.health(), Health::Up, "slowness never flaps health");

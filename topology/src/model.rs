@@ -235,6 +235,13 @@ pub struct Check {
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
+    /// Failures in a row that bring a member down when the last is hard (refused, reset, an
+    /// error answer); at most `fall`.
+    pub fall_hard: u32,
+    /// After a failure that has not brought the member down, the next probe comes this soon
+    /// (from the start of the last), until `fall` is reached or a probe succeeds.
+    #[serde(with = "crate::config::duration::serde_millis")]
+    pub fast_interval: Duration,
     pub port: Option<u16>,
     pub path: Option<String>,
     pub bucket: Option<String>,

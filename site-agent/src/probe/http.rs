@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::io::connect;
+use super::io::{connect, io_failure};
 use super::verdict::Verdict;
 
 /// The most of a response the probe reads.
@@ -97,7 +97,7 @@ async fn roundtrip<S: AsyncRead + AsyncWrite + Unpin>(
     stream
         .write_all(request)
         .await
-        .map_err(|e| format!("write: {e}"))?;
+        .map_err(|e| io_failure("write", &e))?;
     let mut raw = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -105,7 +105,7 @@ async fn roundtrip<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(n) => n,
             // A TLS peer that closes without close_notify: what was read is the response.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => 0,
-            Err(e) => return Err(format!("read: {e}")),
+            Err(e) => return Err(io_failure("read", &e)),
         };
         if n == 0 {
             break;
@@ -173,11 +173,11 @@ pub async fn probe(target: SocketAddr, transport: &Transport, check: &HttpCheck)
     match exchange_with_body(target, transport, "GET", &check.path, &headers, &[]).await {
         Err(reason) => Verdict::fail(started, reason),
         Ok(response) if !(200..400).contains(&response.status) => {
-            Verdict::fail(started, format!("HTTP {}", response.status))
+            Verdict::refused_by_answer(started, format!("HTTP {}", response.status))
         }
         Ok(response) => match &check.body_contains {
             Some(needle) if !String::from_utf8_lossy(&response.body).contains(needle.as_str()) => {
-                Verdict::fail(started, format!("body lacks {needle:?}"))
+                Verdict::refused_by_answer(started, format!("body lacks {needle:?}"))
             }
             _ => Verdict::ok(started),
         },

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 
-use super::io::{connect, read_exact};
+use super::io::{connect, io_failure, read_exact};
 use super::verdict::Verdict;
 
 /// The NFS program number.
@@ -75,7 +75,7 @@ pub async fn probe(target: SocketAddr, program: u32, version: u32) -> Verdict {
         stream
             .write_all(&null_call(xid, program, version))
             .await
-            .map_err(|e| format!("write: {e}"))?;
+            .map_err(|e| io_failure("write", &e))?;
         let mut mark = [0u8; 4];
         read_exact(&mut stream, &mut mark).await?;
         let len = (u32::from_be_bytes(mark) & 0x7FFF_FFFF) as usize;
@@ -129,7 +129,7 @@ async fn exchange(
     stream
         .write_all(call)
         .await
-        .map_err(|e| format!("write: {e}"))?;
+        .map_err(|e| io_failure("write", &e))?;
     let mut record = Vec::new();
     loop {
         let mut mark = [0u8; 4];

@@ -63,7 +63,7 @@ pub async fn probe(
         Err(reason) => Verdict::fail(started, reason),
         Ok(response) => match reason_for(response.status) {
             Ok(()) => Verdict::ok(started),
-            Err(reason) => Verdict::fail(started, reason),
+            Err(reason) => Verdict::refused_by_answer(started, reason),
         },
     }
 }

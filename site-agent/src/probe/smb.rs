@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 
-use super::io::{connect, read_exact};
+use super::io::{connect, io_failure, read_exact};
 use super::verdict::Verdict;
 
 /// The dialects offered: SMB 2.0.2, 2.1, 3.0, 3.0.2.
@@ -66,7 +66,7 @@ pub async fn probe(target: SocketAddr) -> Verdict {
         stream
             .write_all(&negotiate_request())
             .await
-            .map_err(|e| format!("write: {e}"))?;
+            .map_err(|e| io_failure("write", &e))?;
         let mut header = [0u8; 4];
         read_exact(&mut stream, &mut header).await?;
         let len = (u32::from_be_bytes(header) & 0x00FF_FFFF) as usize;
@@ -219,12 +219,12 @@ pub async fn deep_probe(target: SocketAddr, server: &str, share: &str) -> Verdic
         stream
             .write_all(&negotiate_request())
             .await
-            .map_err(|e| format!("write: {e}"))?;
+            .map_err(|e| io_failure("write", &e))?;
         judge_response(&read_message(&mut stream).await?)?;
         stream
             .write_all(&session_setup(1, 0, &ntlm_negotiate()))
             .await
-            .map_err(|e| format!("write: {e}"))?;
+            .map_err(|e| io_failure("write", &e))?;
         let challenge = read_message(&mut stream).await?;
         if status_of(&challenge) != STATUS_MORE_PROCESSING_REQUIRED {
             return Err(format!(
@@ -244,7 +244,7 @@ pub async fn deep_probe(target: SocketAddr, server: &str, share: &str) -> Verdic
                 &ntlm_anonymous_authenticate(),
             ))
             .await
-            .map_err(|e| format!("write: {e}"))?;
+            .map_err(|e| io_failure("write", &e))?;
         let session = read_message(&mut stream).await?;
         if status_of(&session) != 0 {
             return Err(format!(
@@ -259,7 +259,7 @@ pub async fn deep_probe(target: SocketAddr, server: &str, share: &str) -> Verdic
                 &format!("\\\\{server}\\{share}"),
             ))
             .await
-            .map_err(|e| format!("write: {e}"))?;
+            .map_err(|e| io_failure("write", &e))?;
         let tree = read_message(&mut stream).await?;
         match status_of(&tree) {
             0 => Ok(()),

@@ -201,3 +201,134 @@ fn node_death_and_a_silent_site_leave_every_answer() {
     eprintln!("failover: site agent stopped -> site out of every answer in {silent:?}");
     all_answer(&nodes, &["127.0.20.1", "127.0.20.2"]);
 }
+
+/// The value of `name` (labels included) on the page at `at`, or 0.
+fn metric_value(at: SocketAddr, name: &str) -> u64 {
+    let (_, text) = tests::http(at, "GET", "/metrics", None);
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_refusal_is_down_at_once_and_a_hang_after_fast_re_probes() {
+    // A long interval, so that only the fast paths can explain a quick verdict: fall 3, but
+    // a hard failure (refused) counts at fall_hard 1, and after a first timeout the next
+    // probes come fast_interval apart, not interval.
+    let refused = S3Node::start("127.0.10.61");
+    let hung = S3Node::start("127.0.10.62");
+    let steady = S3Node::start("127.0.10.63");
+    let base = config(&[
+        ("fra", "fra-refused", refused.addr),
+        ("fra", "fra-hung", hung.addr),
+        ("fra", "fra-steady", steady.addr),
+    ])
+    .replace(
+        "interval = \"500ms\", timeout = \"400ms\", rise = 2, fall = 2,",
+        "interval = \"5s\", timeout = \"400ms\", rise = 1, fall = 3, fall_hard = 1, \
+         fast_interval = \"100ms\",",
+    )
+    .replace("ttl = 1", "ttl = 1\nmax_answers = 3");
+    assert!(base.contains("fall_hard = 1"));
+    let node = DnsNode::start_with(
+        Some(&base),
+        &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+    );
+    let config_path = node.dir.write("agent.toml", &base);
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap();
+    let _agent = Agent(
+        Command::new(binary("site-agent"))
+            .arg("--config")
+            .arg(&config_path)
+            .args([
+                "--site",
+                "fra",
+                "--report-to",
+                &node.admin.unwrap().to_string(),
+            ])
+            .args(["--metrics", &metrics.to_string()])
+            .env("PORTICO_S3_ACCESS_KEY", ACCESS_KEY)
+            .env("PORTICO_S3_SECRET_KEY", SECRET_KEY)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start site-agent"),
+    );
+    assert_eventually!(
+        Duration::from_secs(10),
+        std::net::TcpStream::connect(metrics).is_ok(),
+        "the agent's metrics never listened"
+    );
+    // Every member probed up once (the first probe of each falls somewhere in its first
+    // interval), and answered.
+    let up = |member: &str| {
+        metric_value(
+            metrics,
+            &format!("portico_agent_member_up{{service=\"s3\",node=\"{member}\"}}"),
+        )
+    };
+    assert_eventually!(
+        Duration::from_secs(15),
+        ["fra-refused", "fra-hung", "fra-steady"]
+            .iter()
+            .all(|m| up(m) == 1),
+        "the members were never all probed up"
+    );
+    let all = ["127.0.10.61", "127.0.10.62", "127.0.10.63"];
+    assert_eventually!(
+        Duration::from_secs(5),
+        node.short(&["-b", "127.1.0.9", "s3.storage.example"]) == all,
+        "the members never all answered: {:?}",
+        node.short(&["-b", "127.1.0.9", "s3.storage.example"])
+    );
+    let failures = |member: &str, reason: &str| {
+        metric_value(
+            metrics,
+            &format!(
+                "portico_agent_probe_failures_total{{service=\"s3\",node=\"{member}\",reason=\"{reason}\"}}"
+            ),
+        )
+    };
+
+    // Killed: the next probe is refused, and that one probe is the verdict.
+    let nodes = std::slice::from_ref(&node);
+    drop(refused);
+    time_until_gone(nodes, "127.0.10.61", Duration::from_secs(15));
+    assert_eq!(
+        failures("fra-refused", "refused"),
+        1,
+        "down on its first refusal (fall_hard 1), not after fall 3: {}",
+        tests::http(metrics, "GET", "/metrics", None).1
+    );
+
+    // Hung: timeouts are soft, so fall 3 holds, but after the first one the probes come
+    // 100 ms apart: the member is out well before the next regular probe (5 s on; two
+    // more regular probes would take 10 s).
+    hung.signal("-STOP");
+    assert_eventually!(
+        Duration::from_secs(15),
+        failures("fra-hung", "timeout") >= 1,
+        "the hung member's first timeout"
+    );
+    let from_first = time_until_gone(nodes, "127.0.10.62", Duration::from_secs(15));
+    assert_eq!(
+        failures("fra-hung", "timeout"),
+        3,
+        "down after exactly fall timeouts"
+    );
+    assert!(
+        from_first < Duration::from_secs(3),
+        "fast re-probes decided it, not the 5 s interval: {from_first:?}"
+    );
+    node.short(&["-b", "127.1.0.9", "s3.storage.example"])
+        .iter()
+        .for_each(|a| assert_eq!(a, "127.0.10.63", "only the steady member answers"));
+    eprintln!(
+        "failover: refused -> down after 1 probe; hang -> down {from_first:?} after its first timeout"
+    );
+    hung.signal("-CONT");
+}

@@ -146,15 +146,16 @@ fn now() -> u64 {
 fn s3_probe_reasons_and_hysteresis_against_a_real_s3_node() {
     use site_agent::probe::s3;
     use topology::Health;
-    use topology::hysteresis::Hysteresis;
+    use topology::hysteresis::{Hysteresis, Thresholds};
     let rt = runtime();
     let node = S3Node::start("127.0.10.41");
     let timeout = Duration::from_millis(400);
+    let addr = node.addr;
     let probe = |secret: &str| {
         rt.block_on(bounded(
             timeout,
             s3::probe(
-                node.addr,
+                addr,
                 &site_agent::probe::http::Transport::Plain,
                 &s3_check(secret),
                 now(),
@@ -163,32 +164,47 @@ fn s3_probe_reasons_and_hysteresis_against_a_real_s3_node() {
     };
     let verdict = probe(SECRET_KEY);
     assert!(verdict.ok, "signed HEAD bucket: {verdict:?}");
-    assert!(
-        probe("wrong-secret").reason.starts_with("403"),
-        "wrong credentials"
-    );
+    let denied = probe("wrong-secret");
+    assert!(denied.reason.starts_with("403"), "wrong credentials");
+    assert!(denied.hard, "an error answer is the member's own word");
     std::fs::remove_dir_all(node.root.path().join("bucket")).unwrap();
-    assert_eq!(probe(SECRET_KEY).reason, "404 bucket gone");
+    let gone = probe(SECRET_KEY);
+    assert_eq!((gone.reason.as_str(), gone.hard), ("404 bucket gone", true));
     std::fs::create_dir_all(node.root.path().join("bucket")).unwrap();
     assert!(probe(SECRET_KEY).ok, "bucket back");
-    // Hung (kill -STOP): each probe costs one timeout; fall 2 takes the member down.
-    let (rise, fall) = (2, 2);
+    // Hung (kill -STOP): each probe costs one timeout, a soft failure (the network could
+    // explain it); fall 2 takes the member down, fall_hard does not apply.
+    let thresholds = Thresholds {
+        rise: 2,
+        fall: 2,
+        fall_hard: 1,
+    };
     let mut hysteresis = Hysteresis::default();
-    assert_eq!(hysteresis.observe(true, rise, fall), None);
-    assert_eq!(hysteresis.observe(true, rise, fall), Some(Health::Up));
+    for expected in [None, Some(Health::Up)] {
+        let verdict = probe(SECRET_KEY);
+        assert_eq!(hysteresis.observe(verdict.result(), thresholds), expected);
+    }
     node.signal("-STOP");
     for expected in [None, Some(Health::Down)] {
         let verdict = probe(SECRET_KEY);
-        assert_eq!(verdict.reason, "timeout");
-        assert_eq!(hysteresis.observe(verdict.ok, rise, fall), expected);
+        assert_eq!((verdict.reason.as_str(), verdict.hard), ("timeout", false));
+        assert_eq!(hysteresis.observe(verdict.result(), thresholds), expected);
     }
     // kill -CONT: up again after `rise` successes.
     node.signal("-CONT");
     for expected in [None, Some(Health::Up)] {
         let verdict = probe(SECRET_KEY);
         assert!(verdict.ok, "{verdict:?}");
-        assert_eq!(hysteresis.observe(verdict.ok, rise, fall), expected);
+        assert_eq!(hysteresis.observe(verdict.result(), thresholds), expected);
     }
+    // Killed: refused, a hard failure, down after one probe.
+    drop(node);
+    let verdict = probe(SECRET_KEY);
+    assert_eq!((verdict.reason.as_str(), verdict.hard), ("refused", true));
+    assert_eq!(
+        hysteresis.observe(verdict.result(), thresholds),
+        Some(Health::Down)
+    );
 }
 
 /// An agent-check responder that sends `reply` to every connection, as a storage node's

@@ -226,6 +226,8 @@ pub struct RawCheck {
     pub timeout: Option<String>,
     pub rise: Option<u32>,
     pub fall: Option<u32>,
+    pub fall_hard: Option<u32>,
+    pub fast_interval: Option<String>,
     pub port: Option<u16>,
     pub path: Option<String>,
     pub bucket: Option<String>,

@@ -507,12 +507,32 @@ fn check(key: KeyPath, raw: &RawCheck) -> Result<Check> {
     if fall == 0 {
         return Err(invalid(key.key("fall"), "must be at least 1"));
     }
+    let fall_hard = raw.fall_hard.unwrap_or(1);
+    if fall_hard == 0 || fall_hard > fall {
+        return Err(invalid(
+            key.key("fall_hard"),
+            format!("must be within 1..={fall} (fall)"),
+        ));
+    }
+    let fast_interval = duration(
+        key.key("fast_interval"),
+        raw.fast_interval.as_deref(),
+        Duration::from_millis(100).min(interval),
+    )?;
+    if fast_interval.is_zero() || fast_interval > interval {
+        return Err(invalid(
+            key.key("fast_interval"),
+            "must be more than 0 and at most interval",
+        ));
+    }
     Ok(Check {
         kind,
         interval,
         timeout,
         rise,
         fall,
+        fall_hard,
+        fast_interval,
         port: raw.port,
         path: raw.path.clone(),
         bucket: raw.bucket.clone(),

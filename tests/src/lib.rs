@@ -551,11 +551,24 @@ impl S3Node {
     }
 
     fn spawn(ip: &str, root: TempDir, serve: &Path, extra: &[&str]) -> S3Node {
+        let (child, addr) = Self::spawn_at(&format!("{ip}:0"), serve, extra);
+        S3Node { child, addr, root }
+    }
+
+    /// Kills the node and starts it again on the same address, serving the same directory
+    /// (a node started by [`S3Node::start`]).
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, _) = Self::spawn_at(&self.addr.to_string(), self.root.path(), &[]);
+        self.child = child;
+    }
+
+    fn spawn_at(listen: &str, serve: &Path, extra: &[&str]) -> (Child, SocketAddr) {
         std::fs::create_dir_all(serve.join("bucket")).unwrap();
         let mut child = Command::new(binary("s3-node"))
             .args([
                 "--listen",
-                &format!("{ip}:0"),
+                listen,
                 "--access-key",
                 ACCESS_KEY,
                 "--secret-key",
@@ -578,7 +591,7 @@ impl S3Node {
             .unwrap()
             .parse()
             .expect("s3-node address");
-        S3Node { child, addr, root }
+        (child, addr)
     }
 
     /// Kills the node (SIGKILL) and waits for it.

@@ -1,0 +1,227 @@
+//! Failover benchmark: three real gslb-dns processes (the raft store, on 127.0.{1,2,3}.1),
+//! a site agent per site with the documented default check (s3, interval 500 ms, timeout
+//! 400 ms, rise 2, fall 2, fall_hard 1, fast_interval 100 ms) and real S3 nodes. `KILLS`
+//! times each:
+//!
+//! - **hard**: the S3 node `fra-1` is killed (SIGKILL: connections refused), then
+//!   restarted on the same address;
+//! - **hang**: `fra-1` is stopped (SIGSTOP: the kernel still accepts, nothing answers),
+//!   then continued.
+//!
+//! Measured: from the kill to the moment the last of the three DNS nodes stops answering
+//! `fra-1` to a fra client (each node asked every 5 ms over UDP); p50, p95 and max. Between
+//! kills the member must be back in every node's answers.
+//!
+//! Run with `bench/failover/run.sh` (release build). Knobs: KILLS (default 20).
+#![allow(clippy::print_stdout)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use portico_client::dns::{Question, ask};
+use tests::{ACCESS_KEY, DnsNode, Running, S3Node, SECRET_KEY, binary, free_port, runtime};
+
+fn config(members: &[(&str, &str, SocketAddr)]) -> String {
+    let list: Vec<String> = members
+        .iter()
+        .map(|(site, node, addr)| {
+            format!(
+                "{{ site = \"{site}\", node = \"{node}\", address = \"{}\", port = {} }}",
+                addr.ip(),
+                addr.port()
+            )
+        })
+        .collect();
+    format!(
+        r#"
+[zone]
+origin = "storage.example."
+ns = ["ns1"]
+
+[[site]]
+name = "fra"
+location = {{ lat = 50.1109, lon = 8.6821 }}
+client_networks = ["127.1.0.0/16"]
+[[site]]
+name = "iad"
+location = {{ lat = 39.0438, lon = -77.4874 }}
+client_networks = ["127.2.0.0/16"]
+[[site]]
+name = "sin"
+location = {{ lat = 1.3521, lon = 103.8198 }}
+client_networks = ["127.3.0.0/16"]
+
+[[service]]
+name = "s3"
+ttl = 1
+check = {{ kind = "s3", bucket = "bucket" }}
+members = [{}]
+"#,
+        list.join(", ")
+    )
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// What `dns` answers a fra client for the service (empty on no answer).
+async fn answer(dns: SocketAddr) -> Vec<IpAddr> {
+    let question = Question {
+        name: "s3.storage.example.".into(),
+        aaaa: false,
+        subnet: Some("127.1.0.0/24".parse().expect("a subnet")),
+        recursive: false,
+    };
+    match ask(dns, &question, Duration::from_millis(200)).await {
+        Ok(answer) => answer.addresses,
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Waits until every node's answer does (`present`) or does not contain `address`; the time
+/// it took, or `None` after `limit`.
+async fn until_all(
+    nodes: &[SocketAddr],
+    address: IpAddr,
+    present: bool,
+    limit: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    let mut done = vec![false; nodes.len()];
+    while started.elapsed() < limit {
+        for (i, dns) in nodes.iter().enumerate() {
+            if !done[i] {
+                let answers = answer(*dns).await;
+                done[i] = !answers.is_empty() && answers.contains(&address) == present;
+            }
+        }
+        if done.iter().all(|d| *d) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+fn main() {
+    let kills = env("KILLS", 20) as usize;
+    let mut s3 = vec![
+        ("fra", "fra-1", S3Node::start("127.0.10.1")),
+        ("fra", "fra-2", S3Node::start("127.0.10.2")),
+        ("iad", "iad-1", S3Node::start("127.0.20.1")),
+        ("sin", "sin-1", S3Node::start("127.0.30.1")),
+    ];
+    let members: Vec<(&str, &str, SocketAddr)> =
+        s3.iter().map(|(s, n, node)| (*s, *n, node.addr)).collect();
+    let base = config(&members);
+    let raft: Vec<SocketAddr> = (1..=3)
+        .map(|i| {
+            let ip = format!("127.0.{i}.1");
+            format!("{ip}:{}", free_port(&ip)).parse().unwrap()
+        })
+        .collect();
+    let nodes_toml: Vec<String> = raft
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{{ id = {}, raft = \"{a}\" }}", i + 1))
+        .collect();
+    let nodes: Vec<DnsNode> = (1..=3)
+        .map(|id| {
+            let config = format!(
+                "{base}\n[store]\nnode_id = {id}\ndata_dir = \"data\"\ninsecure_plaintext = true\nnodes = [{}]\n",
+                nodes_toml.join(", ")
+            );
+            let ip = format!("127.0.{id}.1");
+            DnsNode::start_with(
+                Some(&config),
+                &[
+                    "--listen",
+                    &format!("{ip}:0"),
+                    "--admin",
+                    &format!("{ip}:0"),
+                ],
+            )
+        })
+        .collect();
+    let config_path = nodes[0].dir.write("agents.toml", &base);
+    let _agents: Vec<Running> = ["fra", "iad", "sin"]
+        .iter()
+        .enumerate()
+        .map(|(i, site)| {
+            let mut command = Command::new(binary("site-agent"));
+            command
+                .arg("--config")
+                .arg(&config_path)
+                .args(["--site", site]);
+            for j in 0..3 {
+                command.args([
+                    "--report-to",
+                    &nodes[(i + j) % 3].admin.unwrap().to_string(),
+                ]);
+            }
+            Running(
+                command
+                    .env("PORTICO_S3_ACCESS_KEY", ACCESS_KEY)
+                    .env("PORTICO_S3_SECRET_KEY", SECRET_KEY)
+                    .env("PORTICO_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start site-agent"),
+            )
+        })
+        .collect();
+    let dns: Vec<SocketAddr> = nodes.iter().map(|n| n.dns).collect();
+    let victim: IpAddr = s3[0].2.addr.ip();
+    let rt = runtime();
+    rt.block_on(until_all(&dns, victim, true, Duration::from_secs(30)))
+        .expect("fra-1 never answered on every node");
+    println!(
+        "failover bench: 3 gslb-dns nodes, default s3 check, {kills} kills each; \
+         kill -> the last node stops answering fra-1"
+    );
+    for mode in ["hard", "hang"] {
+        let mut times = Vec::new();
+        let mut missed = 0;
+        for _ in 0..kills {
+            // Let the member settle (rise) and the schedule drift between runs.
+            std::thread::sleep(Duration::from_millis(300 + (times.len() as u64 * 37) % 500));
+            let killed = Instant::now();
+            match mode {
+                "hard" => s3[0].2.kill(),
+                _ => s3[0].2.signal("-STOP"),
+            }
+            match rt.block_on(until_all(&dns, victim, false, Duration::from_secs(10))) {
+                Some(_) => times.push(killed.elapsed()),
+                None => missed += 1,
+            }
+            match mode {
+                "hard" => s3[0].2.restart(),
+                _ => s3[0].2.signal("-CONT"),
+            }
+            rt.block_on(until_all(&dns, victim, true, Duration::from_secs(30)))
+                .expect("fra-1 never came back on every node");
+        }
+        times.sort();
+        println!(
+            "{mode:<5} n={} p50={:.3}s p95={:.3}s max={:.3}s missed={missed}",
+            times.len(),
+            percentile(&times, 0.5).as_secs_f64(),
+            percentile(&times, 0.95).as_secs_f64(),
+            times.last().copied().unwrap_or_default().as_secs_f64(),
+        );
+    }
+    drop(s3.drain(..));
+}

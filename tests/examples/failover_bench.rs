@@ -16,51 +16,10 @@
 #![allow(clippy::print_stdout)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portico_client::dns::{Question, ask};
-use tests::{ACCESS_KEY, DnsNode, Running, S3Node, SECRET_KEY, binary, free_port, runtime};
-
-fn config(members: &[(&str, &str, SocketAddr)]) -> String {
-    let list: Vec<String> = members
-        .iter()
-        .map(|(site, node, addr)| {
-            format!(
-                "{{ site = \"{site}\", node = \"{node}\", address = \"{}\", port = {} }}",
-                addr.ip(),
-                addr.port()
-            )
-        })
-        .collect();
-    format!(
-        r#"
-[zone]
-origin = "storage.example."
-ns = ["ns1"]
-
-[[site]]
-name = "fra"
-location = {{ lat = 50.1109, lon = 8.6821 }}
-client_networks = ["127.1.0.0/16"]
-[[site]]
-name = "iad"
-location = {{ lat = 39.0438, lon = -77.4874 }}
-client_networks = ["127.2.0.0/16"]
-[[site]]
-name = "sin"
-location = {{ lat = 1.3521, lon = 103.8198 }}
-client_networks = ["127.3.0.0/16"]
-
-[[service]]
-name = "s3"
-ttl = 1
-check = {{ kind = "s3", bucket = "bucket" }}
-members = [{}]
-"#,
-        list.join(", ")
-    )
-}
+use tests::{Running, S3Node, runtime};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -125,62 +84,16 @@ fn main() {
     ];
     let members: Vec<(&str, &str, SocketAddr)> =
         s3.iter().map(|(s, n, node)| (*s, *n, node.addr)).collect();
-    let base = config(&members);
-    let raft: Vec<SocketAddr> = (1..=3)
-        .map(|i| {
-            let ip = format!("127.0.{i}.1");
-            format!("{ip}:{}", free_port(&ip)).parse().unwrap()
-        })
-        .collect();
-    let nodes_toml: Vec<String> = raft
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{{ id = {}, raft = \"{a}\" }}", i + 1))
-        .collect();
-    let nodes: Vec<DnsNode> = (1..=3)
-        .map(|id| {
-            let config = format!(
-                "{base}\n[store]\nnode_id = {id}\ndata_dir = \"data\"\ninsecure_plaintext = true\nnodes = [{}]\n",
-                nodes_toml.join(", ")
-            );
-            let ip = format!("127.0.{id}.1");
-            DnsNode::start_with(
-                Some(&config),
-                &[
-                    "--listen",
-                    &format!("{ip}:0"),
-                    "--admin",
-                    &format!("{ip}:0"),
-                ],
-            )
-        })
-        .collect();
+    let base = tests::three_site_deployment(&members, r#"{ kind = "s3", bucket = "bucket" }"#);
+    let nodes = tests::three_node_store(&base);
     let config_path = nodes[0].dir.write("agents.toml", &base);
     let _agents: Vec<Running> = ["fra", "iad", "sin"]
         .iter()
         .enumerate()
         .map(|(i, site)| {
-            let mut command = Command::new(binary("site-agent"));
-            command
-                .arg("--config")
-                .arg(&config_path)
-                .args(["--site", site]);
-            for j in 0..3 {
-                command.args([
-                    "--report-to",
-                    &nodes[(i + j) % 3].admin.unwrap().to_string(),
-                ]);
-            }
-            Running(
-                command
-                    .env("PORTICO_S3_ACCESS_KEY", ACCESS_KEY)
-                    .env("PORTICO_S3_SECRET_KEY", SECRET_KEY)
-                    .env("PORTICO_LOG", "warn")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start site-agent"),
-            )
+            let order: Vec<SocketAddr> =
+                (0..3).map(|j| nodes[(i + j) % 3].admin.unwrap()).collect();
+            tests::site_agent(&config_path, site, &order, &[])
         })
         .collect();
     let dns: Vec<SocketAddr> = nodes.iter().map(|n| n.dns).collect();

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use portico_client::watch::WatchEvent;
-use tests::{DnsNode, api_client, free_port, runtime, try_http};
+use tests::{DnsNode, api_client, runtime, try_http};
 use topology::wire::AgentReport;
 
 const CONFIG: &str = r#"
@@ -93,35 +93,7 @@ fn main() {
     let reports = env("REPORTS", 300);
     let clients = env("CLIENTS", 32);
     let seconds = env("DURATION", 5);
-    let raft: Vec<SocketAddr> = (1..=3)
-        .map(|i| {
-            let ip = format!("127.0.{i}.1");
-            format!("{ip}:{}", free_port(&ip)).parse().unwrap()
-        })
-        .collect();
-    let nodes_toml: Vec<String> = raft
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{{ id = {}, raft = \"{a}\" }}", i + 1))
-        .collect();
-    let nodes: Vec<DnsNode> = (1..=3)
-        .map(|id| {
-            let config = format!(
-                "{CONFIG}\n[store]\nnode_id = {id}\ndata_dir = \"data\"\ninsecure_plaintext = true\nnodes = [{}]\n",
-                nodes_toml.join(", ")
-            );
-            let ip = format!("127.0.{id}.1");
-            DnsNode::start_with(
-                Some(&config),
-                &[
-                    "--listen",
-                    &format!("{ip}:0"),
-                    "--admin",
-                    &format!("{ip}:0"),
-                ],
-            )
-        })
-        .collect();
+    let nodes = tests::three_node_store(CONFIG);
     let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin.expect("admin")).collect();
     // Wait for a leader and the seeded deployment on every node.
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -944,3 +944,113 @@ pub fn signed_s3_head(
     head.push_str("\r\n");
     head.into_bytes()
 }
+
+/// The value of metric `name` (with its labels, if any) on the `/metrics` page served at
+/// `at`, or 0 when the page does not have it.
+pub fn metric(at: SocketAddr, name: &str) -> u64 {
+    let (_, text) = http(at, "GET", "/metrics", None);
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A deployment of three sites (fra, iad, sin, their clients in 127.{1,2,3}.0.0/16) and the
+/// service `s3` with `members` (site, node, address) probed by the inline table `check`.
+pub fn three_site_deployment(members: &[(&str, &str, SocketAddr)], check: &str) -> String {
+    let list: Vec<String> = members
+        .iter()
+        .map(|(site, node, addr)| {
+            format!(
+                "{{ site = \"{site}\", node = \"{node}\", address = \"{}\", port = {} }}",
+                addr.ip(),
+                addr.port()
+            )
+        })
+        .collect();
+    format!(
+        r#"
+[zone]
+origin = "storage.example."
+ns = ["ns1"]
+
+[[site]]
+name = "fra"
+location = {{ lat = 50.1109, lon = 8.6821 }}
+client_networks = ["127.1.0.0/16"]
+[[site]]
+name = "iad"
+location = {{ lat = 39.0438, lon = -77.4874 }}
+client_networks = ["127.2.0.0/16"]
+[[site]]
+name = "sin"
+location = {{ lat = 1.3521, lon = 103.8198 }}
+client_networks = ["127.3.0.0/16"]
+
+[[service]]
+name = "s3"
+ttl = 1
+check = {check}
+members = [{}]
+"#,
+        list.join(", ")
+    )
+}
+
+/// Three gslb-dns nodes on 127.0.{1,2,3}.1 forming one store (plain raft on loopback),
+/// each with `config` and its `[store]` section, DNS and admin on ephemeral ports.
+pub fn three_node_store(config: &str) -> Vec<DnsNode> {
+    let raft: Vec<SocketAddr> = (1..=3)
+        .map(|i| {
+            let ip = format!("127.0.{i}.1");
+            format!("{ip}:{}", free_port(&ip))
+                .parse()
+                .expect("an address")
+        })
+        .collect();
+    let nodes_toml: Vec<String> = raft
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{{ id = {}, raft = \"{a}\" }}", i + 1))
+        .collect();
+    (1..=3)
+        .map(|id| {
+            let config = format!(
+                "{config}\n[store]\nnode_id = {id}\ndata_dir = \"data\"\ninsecure_plaintext = true\nnodes = [{}]\n",
+                nodes_toml.join(", ")
+            );
+            let ip = format!("127.0.{id}.1");
+            DnsNode::start_with(
+                Some(&config),
+                &[
+                    "--listen",
+                    &format!("{ip}:0"),
+                    "--admin",
+                    &format!("{ip}:0"),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// A `site-agent` for `site` on `config`, reporting to `report_to` in order (with the test
+/// S3 credentials and `extra` arguments), killed on drop.
+pub fn site_agent(config: &Path, site: &str, report_to: &[SocketAddr], extra: &[&str]) -> Running {
+    let mut command = Command::new(binary("site-agent"));
+    command.arg("--config").arg(config).args(["--site", site]);
+    for node in report_to {
+        command.args(["--report-to", &node.to_string()]);
+    }
+    Running(
+        command
+            .args(extra)
+            .env("PORTICO_S3_ACCESS_KEY", ACCESS_KEY)
+            .env("PORTICO_S3_SECRET_KEY", SECRET_KEY)
+            .env("PORTICO_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start site-agent"),
+    )
+}

@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portico_client::{ApiClient, ClientOptions, Method};
-use tests::{DnsNode, ProxyNode, Running, TempDir, assert_eventually, binary, http_with, run};
+use tests::{
+    DnsNode, ProxyNode, Running, TempDir, assert_eventually, binary, http_with, metric, run,
+};
 
 use crate::CONFIG;
 use crate::pki::Pki;
@@ -27,16 +29,6 @@ fn token_file(dir: &TempDir) -> std::path::PathBuf {
             "# name token role\nops {OPERATOR} operator\nfra-agent {FRA_AGENT} agent:fra\nfra-proxy {FRA_PROXY} proxy:fra\nwatcher {READER} reader\n"
         ),
     )
-}
-
-/// The value of one of a node's metrics (with its labels), read with `token`.
-fn metric(admin: SocketAddr, name: &str) -> u64 {
-    let page = http_with(admin, "GET", "/metrics", None, &[]).1;
-    let prefix = format!("{name} ");
-    page.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn refused(admin: SocketAddr, reason: &str) -> u64 {

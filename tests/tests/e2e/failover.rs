@@ -4,52 +4,19 @@
 //! measure until the site leaves every answer.
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tests::{ACCESS_KEY, DnsNode, S3Node, SECRET_KEY, assert_eventually, binary, free_port};
+use tests::{DnsNode, S3Node, assert_eventually, free_port};
 
 use crate::cluster::store_section;
 
 use tests::Running as Agent;
 
+/// The three-site deployment with the failover tests' check.
 fn config(members: &[(&str, &str, SocketAddr)]) -> String {
-    let list: Vec<String> = members
-        .iter()
-        .map(|(site, node, addr)| {
-            format!(
-                "{{ site = \"{site}\", node = \"{node}\", address = \"{}\", port = {} }}",
-                addr.ip(),
-                addr.port()
-            )
-        })
-        .collect();
-    format!(
-        r#"
-[zone]
-origin = "storage.example."
-ns = ["ns1"]
-
-[[site]]
-name = "fra"
-location = {{ lat = 50.1109, lon = 8.6821 }}
-client_networks = ["127.1.0.0/16"]
-[[site]]
-name = "iad"
-location = {{ lat = 39.0438, lon = -77.4874 }}
-client_networks = ["127.2.0.0/16"]
-[[site]]
-name = "sin"
-location = {{ lat = 1.3521, lon = 103.8198 }}
-client_networks = ["127.3.0.0/16"]
-
-[[service]]
-name = "s3"
-ttl = 1
-check = {{ kind = "s3", interval = "500ms", timeout = "400ms", rise = 2, fall = 2, bucket = "bucket" }}
-members = [{}]
-"#,
-        list.join(", ")
+    tests::three_site_deployment(
+        members,
+        r#"{ kind = "s3", interval = "500ms", timeout = "400ms", rise = 2, fall = 2, bucket = "bucket" }"#,
     )
 }
 
@@ -137,30 +104,16 @@ fn node_death_and_a_silent_site_leave_every_answer() {
         .iter()
         .enumerate()
         .map(|(i, site)| {
-            let mut command = Command::new(binary("site-agent"));
-            command
-                .arg("--config")
-                .arg(&config_path)
-                .args(["--site", site]);
             // Each agent reports to its own site's node first, then the others.
-            for j in 0..3 {
-                command.args([
-                    "--report-to",
-                    &nodes[(i + j) % 3].admin.unwrap().to_string(),
-                ]);
-            }
-            if *site == "fra" {
-                command.args(["--metrics", &format!("127.0.0.1:{metrics_port}")]);
-            }
-            Agent(
-                command
-                    .env("PORTICO_S3_ACCESS_KEY", ACCESS_KEY)
-                    .env("PORTICO_S3_SECRET_KEY", SECRET_KEY)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start site-agent"),
-            )
+            let order: Vec<SocketAddr> =
+                (0..3).map(|j| nodes[(i + j) % 3].admin.unwrap()).collect();
+            let metrics = format!("127.0.0.1:{metrics_port}");
+            let extra: &[&str] = if *site == "fra" {
+                &["--metrics", &metrics]
+            } else {
+                &[]
+            };
+            tests::site_agent(&config_path, site, &order, extra)
         })
         .collect();
     let fra = ["127.0.10.1", "127.0.10.2"];
@@ -202,16 +155,6 @@ fn node_death_and_a_silent_site_leave_every_answer() {
     all_answer(&nodes, &["127.0.20.1", "127.0.20.2"]);
 }
 
-/// The value of `name` (labels included) on the page at `at`, or 0.
-fn metric_value(at: SocketAddr, name: &str) -> u64 {
-    let (_, text) = tests::http(at, "GET", "/metrics", None);
-    let prefix = format!("{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_refusal_is_down_at_once_and_a_hang_after_fast_re_probes() {
     // A long interval, so that only the fast paths can explain a quick verdict: fall 3, but
@@ -240,23 +183,11 @@ fn a_refusal_is_down_at_once_and_a_hang_after_fast_re_probes() {
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
         .parse()
         .unwrap();
-    let _agent = Agent(
-        Command::new(binary("site-agent"))
-            .arg("--config")
-            .arg(&config_path)
-            .args([
-                "--site",
-                "fra",
-                "--report-to",
-                &node.admin.unwrap().to_string(),
-            ])
-            .args(["--metrics", &metrics.to_string()])
-            .env("PORTICO_S3_ACCESS_KEY", ACCESS_KEY)
-            .env("PORTICO_S3_SECRET_KEY", SECRET_KEY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start site-agent"),
+    let _agent = tests::site_agent(
+        &config_path,
+        "fra",
+        &[node.admin.unwrap()],
+        &["--metrics", &metrics.to_string()],
     );
     assert_eventually!(
         Duration::from_secs(10),
@@ -266,7 +197,7 @@ fn a_refusal_is_down_at_once_and_a_hang_after_fast_re_probes() {
     // Every member probed up once (the first probe of each falls somewhere in its first
     // interval), and answered.
     let up = |member: &str| {
-        metric_value(
+        tests::metric(
             metrics,
             &format!("portico_agent_member_up{{service=\"s3\",node=\"{member}\"}}"),
         )
@@ -286,7 +217,7 @@ fn a_refusal_is_down_at_once_and_a_hang_after_fast_re_probes() {
         node.short(&["-b", "127.1.0.9", "s3.storage.example"])
     );
     let failures = |member: &str, reason: &str| {
-        metric_value(
+        tests::metric(
             metrics,
             &format!(
                 "portico_agent_probe_failures_total{{service=\"s3\",node=\"{member}\",reason=\"{reason}\"}}"

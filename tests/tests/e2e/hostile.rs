@@ -15,7 +15,8 @@ use crate::cluster::store_section;
 use crate::pki::Pki;
 
 /// Three voters with mutual TLS on 127.0.{51,52,53}.1, their certificates from a CA in
-/// `dir` (`node-N.pem`, `node-N.key`, `portico-ca.pem`).
+/// `dir` (`node-N.pem`, `node-N.key`, `portico-ca.pem`), once every node has the seeded
+/// deployment.
 fn tls_cluster(dir: &TempDir) -> (Vec<DnsNode>, Vec<SocketAddr>, Pki) {
     let ips: Vec<String> = (1..=3).map(|i| format!("127.0.{}.1", 50 + i)).collect();
     let pki = Pki::new(dir.path(), "portico-ca");
@@ -40,7 +41,14 @@ fn tls_cluster(dir: &TempDir) -> (Vec<DnsNode>, Vec<SocketAddr>, Pki) {
                 ],
             )
         })
-        .collect();
+        .collect::<Vec<DnsNode>>();
+    assert_eventually!(
+        Duration::from_secs(15),
+        nodes
+            .iter()
+            .all(|n| n.get_json("/api/v1/config")["version"] == 1),
+        "the TLS cluster did not form"
+    );
     (nodes, raft.iter().map(|(_, a, _)| *a).collect(), pki)
 }
 
@@ -123,13 +131,6 @@ fn rejected(node: &DnsNode, reason: &str) -> u64 {
 fn the_raft_port_takes_nothing_from_strangers_or_impostors() {
     let pki = TempDir::new("hostile-pki");
     let (nodes, raft, _ca) = tls_cluster(&pki);
-    assert_eventually!(
-        Duration::from_secs(15),
-        nodes
-            .iter()
-            .all(|n| n.get_json("/api/v1/config")["version"] == 1),
-        "the TLS cluster did not form"
-    );
     let target = raft[0];
     let (_, rss_before) = process_usage(nodes[0].pid());
     let answer = |node: &DnsNode| node.short(&["-b", "127.1.0.9", "s3.storage.example"]);
@@ -298,17 +299,7 @@ fn a_store_of_several_nodes_without_tls_does_not_start() {
 
 /// The value of a node's metric `name` (with its labels, if any).
 fn metric(node: &DnsNode, name: &str) -> u64 {
-    metric_at(node.admin.expect("admin API enabled"), name)
-}
-
-/// The value of metric `name` on the `/metrics` page served at `at`.
-fn metric_at(at: SocketAddr, name: &str) -> u64 {
-    let (_, text) = tests::http(at, "GET", "/metrics", None);
-    let prefix = format!("{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    tests::metric(node.admin.expect("admin API enabled"), name)
 }
 
 #[test]
@@ -461,13 +452,6 @@ fn pem_der(path: &std::path::Path) -> Vec<u8> {
 fn store_certificates_reload_on_sighup_and_a_bad_file_changes_nothing() {
     let dir = TempDir::new("reload-pki");
     let (nodes, raft, ca) = tls_cluster(&dir);
-    assert_eventually!(
-        Duration::from_secs(15),
-        nodes
-            .iter()
-            .all(|n| n.get_json("/api/v1/config")["version"] == 1),
-        "the TLS cluster did not form"
-    );
     let first = pem_der(&dir.path().join("node-1.pem"));
     assert_eq!(presented_certificate(&dir, raft[0]), first);
     // The certificate is renewed in place, then the node is told.
@@ -854,7 +838,7 @@ fn the_l4_proxy_as_an_unprivileged_user_keeps_full_pipes_and_caps_one_address() 
         smallest_pipe >= 64 * 1024,
         "no pipe under 64 KiB (the kernel's 8 KiB fallback): smallest {smallest_pipe}"
     );
-    let budget = metric_at(metrics, "portico_proxy_pipes_max") as usize;
+    let budget = tests::metric(metrics, "portico_proxy_pipes_max") as usize;
     assert!(
         (1..=48).contains(&budget),
         "within three quarters of pipe-user-pages-soft: {budget}"
@@ -864,15 +848,15 @@ fn the_l4_proxy_as_an_unprivileged_user_keeps_full_pipes_and_caps_one_address() 
         "{most_pipes} pipes, budget {budget}"
     );
     assert_eq!(
-        metric_at(metrics, "portico_proxy_pipes_undersized_total"),
+        tests::metric(metrics, "portico_proxy_pipes_undersized_total"),
         0
     );
     assert_eq!(
-        metric_at(metrics, "portico_proxy_pipe_size_bytes"),
+        tests::metric(metrics, "portico_proxy_pipe_size_bytes"),
         1024 * 1024,
         "the size asked for, read back"
     );
-    let copied = metric_at(metrics, "portico_proxy_copied_chunks_total");
+    let copied = tests::metric(metrics, "portico_proxy_copied_chunks_total");
 
     // One address opens 20,000 connections: it keeps max_per_client (1024 by default), the
     // rest are closed at once, and another address still gets through.
@@ -895,7 +879,7 @@ fn the_l4_proxy_as_an_unprivileged_user_keeps_full_pipes_and_caps_one_address() 
         "only {connected} connects went through"
     );
     assert_eq!(open.len(), 1024, "the per-client cap holds");
-    let refused = metric_at(
+    let refused = tests::metric(
         metrics,
         "portico_proxy_connections_refused_total{listener=\"tcp\",reason=\"per_client\"}",
     );

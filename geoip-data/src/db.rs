@@ -9,13 +9,43 @@ use serde::Deserialize;
 
 use crate::error::GeoError;
 use crate::location::Location;
+use crate::mapped::Bytes;
 
 /// The checked-in test database, written by [`crate::generator::test_city_database`].
 const TEST_DATABASE: &[u8] = include_bytes!("../test-data/test-city.mmdb");
 
-/// A loaded MaxMind DB; owns its bytes. Cheap to share behind an `Arc`.
+/// A loaded MaxMind DB: its file mapped read-only, or bytes it owns. Cheap to share behind
+/// an `Arc`.
 pub struct GeoDb {
-    reader: Reader<Vec<u8>>,
+    reader: Reader<Bytes>,
+    bytes: Bytes,
+}
+
+/// How many networks [`GeoDb::for_each_network`] walks, or how many records it decodes,
+/// before it hands the pages it read back to the kernel: the tree is read front to back,
+/// records anywhere (about a page each), so this keeps the resident part of a mapped file
+/// to a few MiB during a walk.
+const RELEASE_EVERY: usize = 1 << 17;
+const RELEASE_EVERY_DECODED: usize = 1 << 7;
+
+/// One network of the database during [`GeoDb::for_each_network`].
+pub struct GeoNetwork<'a> {
+    /// The network (IPv4 networks as [`IpNet::V4`]).
+    pub net: IpNet,
+    /// Where its record is in the data section: networks with the same `record` share one
+    /// record, so a caller can decode each record once.
+    pub record: usize,
+    result: maxminddb::LookupResult<'a, Bytes>,
+    decoded: &'a std::cell::Cell<usize>,
+}
+
+impl GeoNetwork<'_> {
+    /// Decodes the network's record.
+    pub fn location(&self) -> Result<Location, GeoError> {
+        self.decoded.set(self.decoded.get() + 1);
+        let record = self.result.decode::<Record>().map_err(GeoError::Networks)?;
+        Ok(record.map(Record::into_location).unwrap_or_default())
+    }
 }
 
 impl std::fmt::Debug for GeoDb {
@@ -29,23 +59,69 @@ impl std::fmt::Debug for GeoDb {
 
 impl GeoDb {
     /// Reads and checks the database at `path`.
+    ///
+    /// The file is mapped, not read: replace it atomically (write a new file, then rename
+    /// it), never rewrite it in place while Portico runs.
     pub fn open(path: &Path) -> Result<GeoDb, GeoError> {
-        let bytes = std::fs::read(path).map_err(|source| GeoError::Read {
+        let read_error = |source| GeoError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
-        let reader = Reader::from_source(bytes).map_err(|source| GeoError::InvalidDatabase {
-            path: Some(path.to_path_buf()),
-            source,
-        })?;
-        Ok(GeoDb { reader })
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        GeoDb::mapped(Bytes::map(&file).map_err(read_error)?, path)
+    }
+
+    /// Like [`GeoDb::open`], but maps a private copy of the file made in `scratch` (and
+    /// unlinked at once), so nothing another process does to `path` afterwards (rewriting
+    /// it in place, truncating it) can change or invalidate the database in service. The
+    /// copy is made with `copy_file_range` where the file system has it.
+    pub fn open_private(path: &Path, scratch: &Path) -> Result<GeoDb, GeoError> {
+        static COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let read_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| GeoError::Read { path, source }
+        };
+        let mut source = std::fs::File::open(path).map_err(read_error(path))?;
+        let copy_path = scratch.join(format!(
+            ".geoip-{}-{}.mmdb",
+            std::process::id(),
+            COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let mut copy = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&copy_path)
+            .map_err(read_error(&copy_path))?;
+        let _ = std::fs::remove_file(&copy_path);
+        std::io::copy(&mut source, &mut copy).map_err(read_error(path))?;
+        GeoDb::mapped(Bytes::map(&copy).map_err(read_error(path))?, path)
+    }
+
+    /// Checks the mapped `bytes` of the database at `path`.
+    fn mapped(bytes: Bytes, path: &Path) -> Result<GeoDb, GeoError> {
+        let reader =
+            Reader::from_source(bytes.clone()).map_err(|source| GeoError::InvalidDatabase {
+                path: Some(path.to_path_buf()),
+                source,
+            })?;
+        let db = GeoDb { reader, bytes };
+        db.release_pages();
+        Ok(db)
     }
 
     /// Checks and takes ownership of a database held in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<GeoDb, GeoError> {
-        let reader = Reader::from_source(bytes)
+        let bytes = Bytes::owned(bytes);
+        let reader = Reader::from_source(bytes.clone())
             .map_err(|source| GeoError::InvalidDatabase { path: None, source })?;
-        Ok(GeoDb { reader })
+        Ok(GeoDb { reader, bytes })
+    }
+
+    /// Hands the pages of a mapped file read so far back to the kernel, so they stop
+    /// counting in this process's memory (they are read again if needed).
+    pub fn release_pages(&self) {
+        self.bytes.release();
     }
 
     /// The checked-in test database (`test-data/test-city.mmdb`): twelve networks in
@@ -83,12 +159,35 @@ impl GeoDb {
     /// subtree `::/96` of an IPv6 database; its aliases `::ffff:0:0/96` and `2002::/16` are
     /// skipped so no IPv4 data is reported twice), native IPv6 networks as [`IpNet::V6`].
     pub fn networks(&self) -> Result<Vec<(IpNet, Location)>, GeoError> {
+        let mut out = Vec::new();
+        self.for_each_network(|network| {
+            out.push((network.net, network.location()?));
+            Ok(())
+        })?;
+        out.sort_by_key(|(net, _)| *net);
+        Ok(out)
+    }
+
+    /// Calls `visit` for every network that has data, in the database's order (IPv4 as
+    /// [`IpNet::V4`], aliases of the IPv4 subtree skipped, as [`GeoDb::networks`] lists
+    /// them) without decoding anything: [`GeoNetwork::location`] decodes on demand. The
+    /// pages of a mapped file are released as the walk goes, so walking a City database
+    /// keeps a few MiB of it resident, not all of it. Stops at the first error of `visit`.
+    pub fn for_each_network(
+        &self,
+        mut visit: impl FnMut(GeoNetwork<'_>) -> Result<(), GeoError>,
+    ) -> Result<(), GeoError> {
         let iter = self
             .reader
             .networks(WithinOptions::default())
             .map_err(GeoError::Networks)?;
-        let mut out = Vec::new();
-        for item in iter {
+        let decoded = std::cell::Cell::new(0);
+        for (walked, item) in iter.enumerate() {
+            if walked % RELEASE_EVERY == RELEASE_EVERY - 1 || decoded.get() >= RELEASE_EVERY_DECODED
+            {
+                self.release_pages();
+                decoded.set(0);
+            }
             let item = item.map_err(GeoError::Networks)?;
             let network = item.network().map_err(GeoError::Networks)?;
             let net = IpNet::new(network.network(), network.prefix())
@@ -98,12 +197,18 @@ impl GeoDb {
             {
                 continue;
             }
-            if let Some(record) = item.decode::<Record>().map_err(GeoError::Networks)? {
-                out.push((net, record.into_location()));
-            }
+            let Some(record) = item.offset() else {
+                continue;
+            };
+            visit(GeoNetwork {
+                net,
+                record,
+                result: item,
+                decoded: &decoded,
+            })?;
         }
-        out.sort_by_key(|(net, _)| *net);
-        Ok(out)
+        self.release_pages();
+        Ok(())
     }
 
     /// The `database_type` from the metadata, e.g. `"GeoLite2-City"`.

@@ -13,6 +13,7 @@
 //!
 //! Everything else (127.0.0.1, ::1, 127.0.99.1, ...) has no data.
 
+pub mod real_size;
 pub(crate) mod writer;
 
 use ipnet::IpNet;

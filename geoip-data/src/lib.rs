@@ -54,9 +54,10 @@ mod db;
 mod error;
 pub mod generator;
 mod location;
+mod mapped;
 mod watch;
 
-pub use db::GeoDb;
+pub use db::{GeoDb, GeoNetwork};
 pub use error::GeoError;
 pub use location::Location;
 pub use watch::WatchedDb;

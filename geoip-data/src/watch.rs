@@ -16,6 +16,9 @@ use crate::error::GeoError;
 #[derive(Debug)]
 pub struct WatchedDb {
     path: PathBuf,
+    /// Where private copies are made ([`GeoDb::open_private`]); `None`: the file itself is
+    /// mapped.
+    scratch: Option<PathBuf>,
     current: Arc<GeoDb>,
     /// The file as it was when it was last read, successfully or not.
     stamp: Stamp,
@@ -32,11 +35,26 @@ struct Stamp {
 impl WatchedDb {
     /// Loads the database at `path`; fails if it cannot be read or is not a MaxMind DB.
     pub fn open(path: impl Into<PathBuf>) -> Result<WatchedDb, GeoError> {
+        Self::open_in(path, None)
+    }
+
+    /// [`WatchedDb::open`], serving private copies of the file made in `scratch` (see
+    /// [`GeoDb::open_private`]): a file rewritten in place, even truncated, changes nothing
+    /// until it is a valid database again.
+    pub fn open_private(
+        path: impl Into<PathBuf>,
+        scratch: impl Into<PathBuf>,
+    ) -> Result<WatchedDb, GeoError> {
+        Self::open_in(path, Some(scratch.into()))
+    }
+
+    fn open_in(path: impl Into<PathBuf>, scratch: Option<PathBuf>) -> Result<WatchedDb, GeoError> {
         let path = path.into();
         let stamp = stamp(&path)?;
-        let current = Arc::new(GeoDb::open(&path)?);
+        let current = Arc::new(load(&path, scratch.as_deref())?);
         Ok(WatchedDb {
             path,
+            scratch,
             current,
             stamp,
         })
@@ -63,8 +81,15 @@ impl WatchedDb {
             return Ok(false);
         }
         self.stamp = stamp;
-        self.current = Arc::new(GeoDb::open(&self.path)?);
+        self.current = Arc::new(load(&self.path, self.scratch.as_deref())?);
         Ok(true)
+    }
+}
+
+fn load(path: &Path, scratch: Option<&Path>) -> Result<GeoDb, GeoError> {
+    match scratch {
+        Some(scratch) => GeoDb::open_private(path, scratch),
+        None => GeoDb::open(path),
     }
 }
 
@@ -135,7 +160,7 @@ mod tests {
         let path = dir.0.join("city.mmdb");
         std::fs::write(&path, generator::test_city_database()).expect("write database");
 
-        let mut watched = WatchedDb::open(&path).expect("open");
+        let mut watched = WatchedDb::open_private(&path, &dir.0).expect("open");
         assert_eq!(watched.path(), path);
         assert_eq!(
             country(&watched.current(), "198.51.100.7").as_deref(),

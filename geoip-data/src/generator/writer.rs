@@ -34,8 +34,8 @@ const RECORD_LIMIT: usize = 1 << 28;
 #[derive(Debug, Clone, Copy)]
 enum Record {
     Empty,
-    Node(usize),
-    Data(usize),
+    Node(u32),
+    Data(u32),
 }
 
 /// The metadata fields a writer's caller chooses (readers require all of them).
@@ -52,11 +52,28 @@ pub(crate) struct Metadata<'a> {
 /// Writes an IPv6 (`ip_version` 6) database. `networks` are `(address, prefix length,
 /// data)` over the 128-bit space; where they overlap the more specific network wins.
 pub(crate) fn write(networks: &[(u128, u8, Value)], metadata: &Metadata<'_>) -> Vec<u8> {
+    let records: Vec<&Value> = networks.iter().map(|(_, _, value)| value).collect();
+    let leaves: Vec<(u128, u8, u32)> = networks
+        .iter()
+        .enumerate()
+        .map(|(i, &(addr, prefix, _))| (addr, prefix, i as u32))
+        .collect();
+    write_indexed(leaves, &records, metadata)
+}
+
+/// [`write`] for networks that share records: `leaves` are `(address, prefix length, index
+/// into records)`, so each record is encoded once however many networks use it (a
+/// real-size database has millions of networks and a few hundred thousand records).
+pub(crate) fn write_indexed(
+    mut leaves: Vec<(u128, u8, u32)>,
+    records: &[&Value],
+    metadata: &Metadata<'_>,
+) -> Vec<u8> {
     // Data section: each distinct encoded record once, in order of first use.
     let mut data = Vec::new();
     let mut offsets: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
-    let mut leaves = Vec::with_capacity(networks.len());
-    for (addr, prefix, value) in networks {
+    let mut record_offsets = Vec::with_capacity(records.len());
+    for value in records {
         let mut bytes = Vec::new();
         encode(&mut bytes, value);
         let offset = match offsets.entry(bytes) {
@@ -67,7 +84,10 @@ pub(crate) fn write(networks: &[(u128, u8, Value)], metadata: &Metadata<'_>) -> 
                 *e.insert(start)
             }
         };
-        leaves.push((*addr, *prefix, offset));
+        record_offsets.push(offset);
+    }
+    for leaf in &mut leaves {
+        leaf.2 = record_offsets[leaf.2 as usize] as u32;
     }
 
     // Search tree: shorter prefixes first, so more specific ones split them afterwards.
@@ -81,17 +101,18 @@ pub(crate) fn write(networks: &[(u128, u8, Value)], metadata: &Metadata<'_>) -> 
     let ipv4_root = descend(&mut nodes, 0, 96);
     for (alias, prefix) in [(0xffff_u128 << 32, 96u8), (0x2002_u128 << 112, 16)] {
         let node = descend(&mut nodes, alias, prefix - 1);
-        nodes[node][bit(alias, prefix - 1)] = Record::Node(ipv4_root);
+        nodes[node][bit(alias, prefix - 1)] = Record::Node(ipv4_root as u32);
     }
 
+    let nodes = depth_first(&nodes);
     let node_count = nodes.len();
     let mut out = Vec::with_capacity(node_count * 7 + DATA_SEPARATOR + data.len() + 512);
     for [left, right] in &nodes {
         let value = |record: &Record| {
             let v = match *record {
                 Record::Empty => node_count,
-                Record::Node(n) => n,
-                Record::Data(offset) => node_count + DATA_SEPARATOR + offset,
+                Record::Node(n) => n as usize,
+                Record::Data(offset) => node_count + DATA_SEPARATOR + offset as usize,
             };
             assert!(v < RECORD_LIMIT, "database too large for 28-bit records");
             v as u32
@@ -129,6 +150,38 @@ fn pack_node(left: u32, right: u32) -> [u8; 7] {
     [l[1], l[2], l[3], (l[0] << 4) | r[0], r[1], r[2], r[3]]
 }
 
+/// The nodes renumbered in depth-first order from the root, so a walk of the tree (and a
+/// lookup) reads the file front to back as MaxMind's own writer lays it out. A node reached
+/// twice (the IPv4 subtree through its aliases) keeps its first number.
+fn depth_first(nodes: &[[Record; 2]]) -> Vec<[Record; 2]> {
+    const UNSEEN: u32 = u32::MAX;
+    let mut number = vec![UNSEEN; nodes.len()];
+    let mut order = Vec::with_capacity(nodes.len());
+    let mut stack = vec![0usize];
+    while let Some(node) = stack.pop() {
+        if number[node] != UNSEEN {
+            continue;
+        }
+        number[node] = order.len() as u32;
+        order.push(node);
+        for record in nodes[node].iter().rev() {
+            if let Record::Node(next) = *record
+                && number[next as usize] == UNSEEN
+            {
+                stack.push(next as usize);
+            }
+        }
+    }
+    let renumber = |record: Record| match record {
+        Record::Node(n) => Record::Node(number[n as usize]),
+        other => other,
+    };
+    order
+        .into_iter()
+        .map(|old| [renumber(nodes[old][0]), renumber(nodes[old][1])])
+        .collect()
+}
+
 /// Bit `i` (0 = most significant) of a 128-bit address.
 fn bit(addr: u128, i: u8) -> usize {
     usize::from((addr >> (127 - i)) & 1 == 1)
@@ -141,11 +194,12 @@ fn descend(nodes: &mut Vec<[Record; 2]>, addr: u128, depth: u8) -> usize {
     for i in 0..depth {
         let side = bit(addr, i);
         node = match nodes[node][side] {
-            Record::Node(next) => next,
+            Record::Node(next) => next as usize,
             other => {
                 nodes.push([other; 2]);
                 let next = nodes.len() - 1;
-                nodes[node][side] = Record::Node(next);
+                assert!(next < RECORD_LIMIT, "database too large for 28-bit records");
+                nodes[node][side] = Record::Node(next as u32);
                 next
             }
         };

@@ -19,10 +19,12 @@ use geoip_data::GeoDb;
 use state_store::Machine;
 use tokio::sync::watch;
 use topology::wire::views::StoreView;
-use topology::{ClassTable, Deployment, DnsSettings, Timestamp};
+use topology::{BaseClasses, ClassTable, Deployment, DnsSettings, Timestamp};
 
 use crate::dns::counters::Counters;
-use crate::dns::snapshot::{AnswerTable, Snapshot, build_classes};
+use crate::dns::snapshot::{
+    AnswerTable, Snapshot, build_base_classes, measured_classes, next_rtt_expiry,
+};
 use crate::dns::zone::{ZoneData, ZoneError};
 
 /// Why a deployment cannot be served.
@@ -39,7 +41,13 @@ struct Served {
     deployment: Arc<Deployment>,
     version: u64,
     zone: Arc<ZoneData>,
+    /// The classes of the GeoIP and site networks: rebuilt only for a new deployment or a
+    /// new database.
+    base: Arc<BaseClasses>,
+    /// `base` with the fresh RTT samples over it.
     classes: Arc<ClassTable>,
+    /// When an RTT sample `classes` uses expires (they are rebuilt then).
+    rtt_expiry: Option<Timestamp>,
 }
 
 struct Inner {
@@ -68,17 +76,55 @@ impl std::fmt::Debug for Control {
     }
 }
 
-/// Encodes `deployment`'s zone and builds its client classes.
+/// Encodes `deployment`'s zone and builds its client classes (GeoIP and site networks).
 pub fn prepare(
     deployment: &Deployment,
     dns: &DnsSettings,
     geo: &GeoDb,
-    machine: &Machine,
-) -> Result<(ZoneData, ClassTable), BuildError> {
+) -> Result<(ZoneData, BaseClasses), BuildError> {
     Ok((
         ZoneData::build(deployment, dns)?,
-        build_classes(deployment, geo, &machine.rtt)?,
+        build_base_classes(deployment, geo)?,
     ))
+}
+
+impl Served {
+    fn new(
+        deployment: Arc<Deployment>,
+        version: u64,
+        zone: ZoneData,
+        base: Arc<BaseClasses>,
+        dns: &DnsSettings,
+        machine: &Machine,
+        now: Timestamp,
+    ) -> Served {
+        let mut served = Served {
+            classes: Arc::new(ClassTable::with_rtt(
+                Arc::new(BaseClasses::empty()),
+                &deployment,
+                std::iter::empty(),
+            )),
+            base,
+            deployment,
+            version,
+            zone: Arc::new(zone),
+            rtt_expiry: None,
+        };
+        served.measure(dns, machine, now);
+        served
+    }
+
+    /// Lays the RTT samples fresh at `now` over the base classes.
+    fn measure(&mut self, dns: &DnsSettings, machine: &Machine, now: Timestamp) {
+        self.classes = Arc::new(measured_classes(
+            &self.base,
+            &self.deployment,
+            &machine.rtt,
+            now,
+            dns.rtt_max_age,
+        ));
+        self.rtt_expiry = next_rtt_expiry(&machine.rtt, now, dns.rtt_max_age);
+    }
 }
 
 impl Control {
@@ -92,17 +138,12 @@ impl Control {
         now: Timestamp,
     ) -> Result<Control, BuildError> {
         let machine = Arc::new(Machine::default());
-        let (zone, classes) = prepare(&local, &dns, &geo, &machine)?;
+        let (zone, base) = prepare(&local, &dns, &geo)?;
         let mut inner = Inner {
+            served: Served::new(local.clone(), 0, zone, Arc::new(base), &dns, &machine, now),
             machine,
             store: StoreView::default(),
             geo,
-            served: Served {
-                deployment: local.clone(),
-                version: 0,
-                zone: Arc::new(zone),
-                classes: Arc::new(classes),
-            },
             generation: 0,
         };
         let snapshot = build(&dns, &counters, &mut inner, now);
@@ -159,21 +200,35 @@ impl Control {
             .as_ref()
             .is_some_and(|d| !Arc::ptr_eq(d, &inner.served.deployment));
         let new_rtt = !Arc::ptr_eq(&inner.machine.rtt, &machine.rtt);
+        let at = evaluation_time(&inner.store, now);
         if new_deployment {
             let deployment = deployment.expect("checked above");
-            match prepare(&deployment, &self.dns, &inner.geo, &machine) {
-                Ok((zone, classes)) => {
+            // Client classes depend on the sites alone: a new version with the same sites
+            // (the store's copy of this node's own file, a service change) keeps them.
+            let prepared = if deployment.sites == inner.served.deployment.sites {
+                ZoneData::build(&deployment, &self.dns)
+                    .map(|zone| (zone, None))
+                    .map_err(BuildError::from)
+            } else {
+                prepare(&deployment, &self.dns, &inner.geo).map(|(zone, base)| (zone, Some(base)))
+            };
+            match prepared {
+                Ok((zone, base)) => {
                     tracing::info!(
                         version = machine.version(),
                         index = machine.applied,
                         "answering from a new deployment version"
                     );
-                    inner.served = Served {
+                    let base = base.map_or_else(|| inner.served.base.clone(), Arc::new);
+                    inner.served = Served::new(
                         deployment,
-                        version: machine.version(),
-                        zone: Arc::new(zone),
-                        classes: Arc::new(classes),
-                    };
+                        machine.version(),
+                        zone,
+                        base,
+                        &self.dns,
+                        &machine,
+                        at,
+                    );
                 }
                 // Validated before it was proposed; if this node still cannot serve it (a
                 // GeoIP database gone bad, say), it keeps the deployment it has.
@@ -184,13 +239,8 @@ impl Control {
                 ),
             }
         } else if new_rtt {
-            // New RTT samples change the `latency` classes.
-            match build_classes(&inner.served.deployment, &inner.geo, &machine.rtt) {
-                Ok(classes) => inner.served.classes = Arc::new(classes),
-                Err(e) => {
-                    tracing::warn!(error = %e, "client classes not rebuilt for new RTT samples")
-                }
-            }
+            // New RTT samples change the `latency` classes; the GeoIP classes stay.
+            inner.served.measure(&self.dns, &machine, at);
         }
         inner.machine = machine;
         self.publish(&mut inner, now);
@@ -219,32 +269,50 @@ impl Control {
 
     /// Switches to a new GeoIP database (the client classes are rebuilt).
     pub fn set_geo(&self, geo: Arc<GeoDb>, now: Timestamp) -> Result<(), geoip_data::GeoError> {
+        // Built before the lock is taken: health changes are not held up by a database walk.
+        let deployment = self.lock().served.deployment.clone();
+        let base = Arc::new(build_base_classes(&deployment, &geo)?);
         let mut inner = self.lock();
-        let classes = Arc::new(build_classes(
-            &inner.served.deployment,
-            &geo,
-            &inner.machine.rtt,
-        )?);
+        if !Arc::ptr_eq(&inner.served.deployment, &deployment) {
+            // A new deployment arrived meanwhile: its classes come from the new database.
+            let rebuilt = Arc::new(build_base_classes(&inner.served.deployment, &geo)?);
+            inner.served.base = rebuilt;
+        } else {
+            inner.served.base = base;
+        }
         inner.geo = geo;
-        inner.served.classes = classes;
+        let (machine, at) = (inner.machine.clone(), evaluation_time(&inner.store, now));
+        inner.served.measure(&self.dns, &machine, at);
         self.publish(&mut inner, now);
         Ok(())
     }
 
-    /// Rebuilds the answers for `now` (a site's telemetry may have turned stale).
+    /// Rebuilds the answers for `now` (a site's telemetry may have turned stale, an RTT
+    /// sample may have expired).
     pub fn refresh(&self, now: Timestamp) {
         let mut inner = self.lock();
+        let at = evaluation_time(&inner.store, now);
+        if inner.served.rtt_expiry.is_some_and(|expiry| expiry <= at) {
+            let machine = inner.machine.clone();
+            inner.served.measure(&self.dns, &machine, at);
+        }
         self.publish(&mut inner, now);
     }
 
-    /// When the answers must next be rebuilt because telemetry turns stale (never while
-    /// degraded: staleness is frozen then).
+    /// When the answers must next be rebuilt because telemetry turns stale or an RTT
+    /// sample expires (never while degraded: time is frozen for both then).
     pub fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
         let snapshot = self.snapshot();
         if snapshot.store.degraded_since.is_some() {
             return None;
         }
-        crate::dns::snapshot::next_staleness_deadline(&snapshot.deployment, &snapshot.state, now)
+        let stale = crate::dns::snapshot::next_staleness_deadline(
+            &snapshot.deployment,
+            &snapshot.state,
+            now,
+        );
+        let expiry = self.lock().served.rtt_expiry;
+        [stale, expiry].into_iter().flatten().min()
     }
 
     /// The applied machine the current answers come from.
@@ -273,11 +341,7 @@ fn build(
     now: Timestamp,
 ) -> Snapshot {
     inner.generation += 1;
-    // Staleness frozen at the moment quorum was lost.
-    let evaluated_at = inner
-        .store
-        .degraded_since
-        .map_or(now, |since| since.min(now));
+    let evaluated_at = evaluation_time(&inner.store, now);
     let served = &inner.served;
     let deployment = &served.deployment;
     let state = inner.machine.state(deployment);
@@ -295,4 +359,10 @@ fn build(
         zone: served.zone.clone(),
         store: inner.store.clone(),
     }
+}
+
+/// The moment answers are evaluated at: `now`, or while the store is degraded the moment
+/// quorum was lost (staleness and RTT expiry are frozen then).
+fn evaluation_time(store: &StoreView, now: Timestamp) -> Timestamp {
+    store.degraded_since.map_or(now, |since| since.min(now))
 }

@@ -51,8 +51,10 @@ pub fn prepare(
         Source::Document(document) => document.to_owned(),
     };
     let new = Deployment::from_document(&document, seconds)?;
-    crate::control::prepare(&new, &snapshot.dns, &snapshot.geo, machine)
-        .map_err(|e| ChangeError::Unservable(e.to_string()))?;
+    // The zone is what a deployment can get wrong; its GeoIP classes are built when it is
+    // applied (walking the database here too would double the memory of a change).
+    crate::dns::zone::ZoneData::build(&new, &snapshot.dns)
+        .map_err(|e| ChangeError::Unservable(format!("zone: {e}")))?;
     let locate = |deployment: &Deployment, ip: IpAddr| {
         if let Some((site, _)) = topology::classes::site_network_of(deployment, ip) {
             return ClientLocation::SiteNetwork { site };

@@ -61,7 +61,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         ..
     } = config;
     let mut watched = match &node.geoip.database {
-        Some(path) => Some(WatchedDb::open(path).context("cannot open the GeoIP database")?),
+        // Served from a private copy in the data directory: an updater rewriting the file
+        // in place cannot pull it from under the running node.
+        Some(path) => Some({
+            let scratch = std::path::Path::new(&node.store.data_dir);
+            std::fs::create_dir_all(scratch).with_context(|| {
+                format!("cannot create the data directory {}", scratch.display())
+            })?;
+            WatchedDb::open_private(path, scratch).context("cannot open the GeoIP database")?
+        }),
         None => None,
     };
     let geo = watched

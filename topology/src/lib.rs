@@ -29,7 +29,7 @@ pub mod select;
 pub mod state;
 pub mod wire;
 
-pub use classes::{ClassId, ClassTable, UNKNOWN_CLASS};
+pub use classes::{BaseClasses, BaseClassesBuilder, ClassId, ClassTable, UNKNOWN_CLASS};
 pub use config::{Config, ConfigError, DEFAULT_CONFIG, deployment_document};
 pub use explain::{Explain, explain};
 pub use geo::{ClientLocation, GeoLocation};

@@ -327,6 +327,10 @@ pub struct DnsSettings {
     /// A TCP reply the client does not read within this closes the connection.
     #[serde(with = "crate::config::duration::serde_millis")]
     pub tcp_write_timeout: Duration,
+    /// RTT samples older than this no longer steer `latency` answers (a proxy that stopped
+    /// seeing a prefix's clients must not keep them on its site forever).
+    #[serde(with = "crate::config::duration::serde_millis")]
+    pub rtt_max_age: Duration,
     /// Honour EDNS Client Subnet.
     pub ecs: bool,
     /// Answer `_explain.<service>` TXT queries with the selection's reasoning.

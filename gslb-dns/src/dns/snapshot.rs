@@ -8,8 +8,8 @@ use std::sync::Arc;
 use geoip_data::GeoDb;
 use topology::wire::views::{RttEntry, StoreView};
 use topology::{
-    ClassTable, ClientLocation, Deployment, DnsSettings, Family, GeoLocation, Policy, ServiceId,
-    SiteId, State, Timestamp,
+    BaseClasses, BaseClassesBuilder, ClassTable, ClientLocation, Deployment, DnsSettings, Family,
+    GeoLocation, Policy, ServiceId, SiteId, State, Timestamp,
 };
 
 use super::zone::{ZoneData, rr_tail};
@@ -184,14 +184,44 @@ pub fn geo_location(location: geoip_data::Location) -> GeoLocation {
 pub type RttTable =
     std::collections::BTreeMap<String, std::collections::BTreeMap<ipnet::IpNet, RttEntry>>;
 
-/// Builds the client-class table from a GeoIP database, the deployment's site networks and
-/// the RTT samples proxies reported (prefixes with samples get `latency` orders).
-pub fn build_classes(
+/// The client classes of a GeoIP database's networks and the deployment's site networks.
+/// Walks the database once, decoding each distinct record once (a City database has
+/// millions of networks sharing a few hundred thousand records), and hands the file's pages
+/// back as it goes.
+pub fn build_base_classes(
     deployment: &Deployment,
     geo: &GeoDb,
+) -> Result<BaseClasses, geoip_data::GeoError> {
+    let started = std::time::Instant::now();
+    let mut builder = BaseClassesBuilder::new(deployment);
+    let mut networks = 0usize;
+    geo.for_each_network(|network| {
+        networks += 1;
+        builder.add(network.net, network.record, || {
+            network.location().map(geo_location)
+        })
+    })?;
+    let base = builder.finish();
+    tracing::info!(
+        networks,
+        blocks = base.blocks(),
+        octets = base.size(),
+        ms = started.elapsed().as_millis() as u64,
+        "client classes built from the GeoIP database"
+    );
+    Ok(base)
+}
+
+/// The client-class table: `base` with the RTT samples proxies reported laid over it
+/// (prefixes with samples get `latency` orders). Samples older than `max_age` at `now` are
+/// left out.
+pub fn measured_classes(
+    base: &Arc<BaseClasses>,
+    deployment: &Deployment,
     rtt: &RttTable,
-) -> Result<ClassTable, geoip_data::GeoError> {
-    let networks = geo.networks()?;
+    now: Timestamp,
+    max_age: std::time::Duration,
+) -> ClassTable {
     let mut by_prefix: std::collections::BTreeMap<ipnet::IpNet, Vec<(SiteId, u32)>> =
         std::collections::BTreeMap::new();
     for (site, prefixes) in rtt {
@@ -199,19 +229,36 @@ pub fn build_classes(
             continue;
         };
         for (prefix, entry) in prefixes {
-            by_prefix
-                .entry(*prefix)
-                .or_default()
-                .push((site, entry.rtt_us));
+            if rtt_fresh(entry, now, max_age) {
+                by_prefix
+                    .entry(*prefix)
+                    .or_default()
+                    .push((site, entry.rtt_us));
+            }
         }
     }
-    Ok(ClassTable::build_with_rtt(
-        deployment,
-        networks
-            .into_iter()
-            .map(|(net, location)| (net, geo_location(location))),
-        by_prefix,
-    ))
+    ClassTable::with_rtt(base.clone(), deployment, by_prefix)
+}
+
+fn rtt_fresh(entry: &RttEntry, now: Timestamp, max_age: std::time::Duration) -> bool {
+    now.0 < rtt_expiry(entry, max_age).0
+}
+
+fn rtt_expiry(entry: &RttEntry, max_age: std::time::Duration) -> Timestamp {
+    Timestamp(entry.at.0.saturating_add(max_age.as_millis() as u64))
+}
+
+/// The next moment an RTT sample in use expires (the classes must be rebuilt then).
+pub fn next_rtt_expiry(
+    rtt: &RttTable,
+    now: Timestamp,
+    max_age: std::time::Duration,
+) -> Option<Timestamp> {
+    rtt.values()
+        .flat_map(|prefixes| prefixes.values())
+        .map(|entry| rtt_expiry(entry, max_age))
+        .filter(|expiry| *expiry > now)
+        .min()
 }
 
 /// The next moment a site's telemetry turns stale, when answers must be rebuilt.
@@ -232,4 +279,54 @@ pub fn next_staleness_deadline(
         })
         .filter(|deadline| *deadline > now)
         .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rtt_samples_steer_until_they_are_older_than_the_max_age() {
+        let deployment = topology::Config::from_toml(topology::DEFAULT_CONFIG, 0)
+            .expect("the default configuration")
+            .deployment;
+        let geo = GeoDb::test_database();
+        let base = Arc::new(build_base_classes(&deployment, &geo).expect("classes"));
+        let site = deployment.sites[1].name.clone();
+        let prefix: ipnet::IpNet = "192.0.2.0/24".parse().unwrap();
+        let entry = RttEntry {
+            rtt_us: 500,
+            samples: 10,
+            at: Timestamp(10_000),
+        };
+        let rtt: RttTable = [(site, [(prefix, entry)].into_iter().collect())]
+            .into_iter()
+            .collect();
+        let max_age = Duration::from_secs(60);
+        let client = "192.0.2.7".parse().unwrap();
+
+        let fresh = measured_classes(&base, &deployment, &rtt, Timestamp(69_999), max_age);
+        let (class, scope) = fresh.lookup(client);
+        assert_eq!(scope, 24);
+        assert_eq!(
+            fresh.class(class).latency.as_ref().map(|l| l[0]),
+            Some(SiteId(1)),
+            "the measured site first"
+        );
+        assert_eq!(
+            next_rtt_expiry(&rtt, Timestamp(69_999), max_age),
+            Some(Timestamp(70_000))
+        );
+
+        let expired = measured_classes(&base, &deployment, &rtt, Timestamp(70_000), max_age);
+        let (class, _) = expired.lookup(client);
+        assert_eq!(
+            expired.class(class).latency,
+            None,
+            "back to the GeoIP order"
+        );
+        assert_eq!(expired.classes().len(), fresh.classes().len() - 1);
+        assert_eq!(next_rtt_expiry(&rtt, Timestamp(70_000), max_age), None);
+    }
 }

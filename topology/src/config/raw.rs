@@ -125,6 +125,7 @@ pub struct RawDns {
     pub tcp_max_per_client: Option<usize>,
     pub tcp_max_queries: Option<u32>,
     pub tcp_write_timeout: Option<String>,
+    pub rtt_max_age: Option<String>,
     pub ecs: Option<bool>,
     pub debug_queries: Option<bool>,
     pub debug_networks: Option<Vec<String>>,

@@ -594,6 +594,19 @@ fn dns(raw: &RawDns) -> Result<DnsSettings> {
             raw.tcp_write_timeout.as_deref(),
             Duration::from_secs(5),
         )?,
+        rtt_max_age: match duration(
+            KeyPath::from("dns.rtt_max_age"),
+            raw.rtt_max_age.as_deref(),
+            Duration::from_secs(120),
+        )? {
+            age if age.is_zero() => {
+                return Err(invalid(
+                    KeyPath::from("dns.rtt_max_age"),
+                    "must be longer than 0s",
+                ));
+            }
+            age => age,
+        },
         ecs: raw.ecs.unwrap_or(true),
         debug_queries: raw.debug_queries.unwrap_or(false),
         debug_networks: match &raw.debug_networks {

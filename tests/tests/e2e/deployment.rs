@@ -222,7 +222,12 @@ fn a_config_change_reaches_every_node_at_one_index_and_rollback_restores_it() {
 fn a_configuration_that_does_not_validate_is_refused_with_its_key_and_changes_nothing() {
     let node = DnsNode::start(BASE, false);
     let api = [node.admin.unwrap()];
-    assert_eq!(version(&node).0, 1);
+    // The node seeds the store from its file just after it starts answering.
+    assert_eventually!(
+        Duration::from_secs(5),
+        version(&node).0 == 1,
+        "the store was never seeded"
+    );
     let history_before = node.get_json("/api/v1/history");
     let dir = TempDir::new("bad-config");
     for (text, key) in [

@@ -263,3 +263,117 @@ fn a_refusal_is_down_at_once_and_a_hang_after_fast_re_probes() {
     );
     hung.signal("-CONT");
 }
+
+/// A generated GeoIP2-City-layout database of 3.5 million networks (the size of a
+/// GeoLite2-City file), written once next to the test binaries and reused.
+fn real_size_database() -> std::path::PathBuf {
+    let path = tests::binary("make-test-mmdb").with_file_name("city-3500000.mmdb");
+    if std::fs::metadata(&path).map_or(true, |m| m.len() == 0) {
+        let partial = path.with_extension("partial");
+        let status = std::process::Command::new(tests::binary("make-test-mmdb"))
+            .args(["--networks", "3500000"])
+            .arg(&partial)
+            .status()
+            .expect("run make-test-mmdb");
+        assert!(status.success(), "make-test-mmdb failed");
+        std::fs::rename(&partial, &path).expect("move the database into place");
+    }
+    path
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_real_size_geoip_database_holds_up_neither_failover_nor_memory() {
+    let db = real_size_database();
+    let doomed = S3Node::start("127.0.10.71");
+    let steady = S3Node::start("127.0.10.72");
+    let base = config(&[
+        ("fra", "fra-doomed", doomed.addr),
+        ("fra", "fra-steady", steady.addr),
+    ])
+    .replace("ttl = 1", "ttl = 1\nmax_answers = 2")
+        + &format!("\n[geoip]\ndatabase = \"{}\"\n", db.display());
+    let node = DnsNode::start_with(
+        Some(&base),
+        &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+    );
+    let pid = node.pid();
+    // A client of the database (its networks start at 1.0.0.0, in Europe and elsewhere)
+    // gets an answer by GeoIP: the classes were built from the big file.
+    let geo_answer = node.short(&["+subnet=1.0.0.0/24", "s3.storage.example"]);
+    assert!(!geo_answer.is_empty(), "a GeoIP client gets an answer");
+    let config_path = node.dir.write("agent.toml", &base);
+    let _agent = tests::site_agent(&config_path, "fra", &[node.admin.unwrap()], &[]);
+    all_answer(std::slice::from_ref(&node), &["127.0.10.71", "127.0.10.72"]);
+    let steady_kib = status_kib(pid, "VmRSS:");
+
+    // RTT reports once a second per site, as proxies post them, all through the test.
+    let admin = node.admin.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reporter = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut rounds = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (i, site) in ["fra", "iad", "sin"].iter().enumerate() {
+                    let samples: Vec<String> = (0..200u32)
+                        .map(|k| {
+                            format!(
+                                r#"{{"prefix":"1.0.{k}.0/24","rtt_us":{},"samples":20}}"#,
+                                1000 + 700 * ((k + rounds + i as u32) % 3)
+                            )
+                        })
+                        .collect();
+                    let body = format!(r#"{{"site":"{site}","samples":[{}]}}"#, samples.join(","));
+                    let (status, text) = tests::http(admin, "POST", "/api/v1/rtt", Some(&body));
+                    assert_eq!(status, 200, "RTT report: {text}");
+                }
+                rounds += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            rounds
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+
+    // A hard kill still leaves the answers as fast as without the database.
+    drop(doomed);
+    let gone = time_until_gone(
+        std::slice::from_ref(&node),
+        "127.0.10.71",
+        Duration::from_secs(10),
+    );
+    assert!(
+        gone < Duration::from_secs(2),
+        "a refused member left the answers after {gone:?} with RTT reports applying"
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = reporter.join().expect("the reporter");
+    assert!(rounds >= 8, "{rounds} rounds of RTT reports");
+    let rtt = node.get_json("/api/v1/rtt");
+    assert!(
+        rtt.to_string().contains("1.0.199.0/24"),
+        "the reports were applied: {rtt}"
+    );
+    // Memory: the classes of 3.5 M networks take a few MiB, RTT reports add no classes
+    // table each, and the file itself is not resident (a debug build: bench/geoip measures
+    // the release figures).
+    let (after_kib, peak_kib) = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
+    assert!(
+        after_kib < steady_kib + 8 * 1024,
+        "RSS grew from {steady_kib} KiB to {after_kib} KiB over {rounds} rounds of RTT reports"
+    );
+    assert!(peak_kib < 96 * 1024, "peak RSS {peak_kib} KiB");
+    eprintln!(
+        "real-size GeoIP: gone after {gone:?}; RSS {steady_kib} -> {after_kib} KiB over {rounds} rounds, peak {peak_kib} KiB"
+    );
+}

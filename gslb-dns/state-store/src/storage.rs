@@ -37,6 +37,11 @@ fn to_raft(fault: StorageFault) -> raft::Error {
     raft::Error::Store(StorageError::Other(Box::new(fault)))
 }
 
+/// The most memory sled's page cache may hold (its default is 1 GiB, which every appended
+/// entry fills until it is reached): raft reads the newest entries, which stay cached; older
+/// pages are read back from disk.
+const SLED_CACHE_BYTES: u64 = 8 << 20;
+
 /// The raft log and state of one node, on sled.
 pub struct SledStorage {
     db: sled::Db,
@@ -63,7 +68,11 @@ impl SledStorage {
     /// `initial_voters` is bootstrapped with that configuration at index 1, the same on every
     /// initial node; any other new store starts empty and catches up from the leader's snapshot.
     pub fn open(dir: &Path, id: u64, initial_voters: &[u64]) -> Result<SledStorage, StorageFault> {
-        let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()?;
         let log = db.open_tree("log")?;
         let meta = db.open_tree("meta")?;
         let mut storage = SledStorage {

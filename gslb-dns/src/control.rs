@@ -273,8 +273,9 @@ impl Control {
         let deployment = self.lock().served.deployment.clone();
         let base = Arc::new(build_base_classes(&deployment, &geo)?);
         let mut inner = self.lock();
-        if !Arc::ptr_eq(&inner.served.deployment, &deployment) {
-            // A new deployment arrived meanwhile: its classes come from the new database.
+        if inner.served.deployment.sites != deployment.sites {
+            // A deployment with other sites arrived meanwhile: its classes come from the
+            // new database too (rare; built under the lock).
             let rebuilt = Arc::new(build_base_classes(&inner.served.deployment, &geo)?);
             inner.served.base = rebuilt;
         } else {

@@ -98,33 +98,41 @@ impl Served {
         machine: &Machine,
         now: Timestamp,
     ) -> Served {
-        let mut served = Served {
-            classes: Arc::new(ClassTable::with_rtt(
-                Arc::new(BaseClasses::empty()),
-                &deployment,
-                std::iter::empty(),
-            )),
+        let (classes, rtt_expiry) = measured(&base, &deployment, dns, machine, now);
+        Served {
+            classes,
+            rtt_expiry,
             base,
             deployment,
             version,
             zone: Arc::new(zone),
-            rtt_expiry: None,
-        };
-        served.measure(dns, machine, now);
-        served
+        }
     }
 
     /// Lays the RTT samples fresh at `now` over the base classes.
     fn measure(&mut self, dns: &DnsSettings, machine: &Machine, now: Timestamp) {
-        self.classes = Arc::new(measured_classes(
-            &self.base,
-            &self.deployment,
+        (self.classes, self.rtt_expiry) = measured(&self.base, &self.deployment, dns, machine, now);
+    }
+}
+
+/// `base` with the RTT samples fresh at `now` over it, and when the next of them expires.
+fn measured(
+    base: &Arc<BaseClasses>,
+    deployment: &Deployment,
+    dns: &DnsSettings,
+    machine: &Machine,
+    now: Timestamp,
+) -> (Arc<ClassTable>, Option<Timestamp>) {
+    (
+        Arc::new(measured_classes(
+            base,
+            deployment,
             &machine.rtt,
             now,
             dns.rtt_max_age,
-        ));
-        self.rtt_expiry = next_rtt_expiry(&machine.rtt, now, dns.rtt_max_age);
-    }
+        )),
+        next_rtt_expiry(&machine.rtt, now, dns.rtt_max_age),
+    )
 }
 
 impl Control {

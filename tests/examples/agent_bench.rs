@@ -10,16 +10,9 @@ use std::time::{Duration, Instant};
 
 use tests::{ACCESS_KEY, DnsNode, S3Node, SECRET_KEY, binary};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let members = env("MEMBERS", 200);
-    let seconds = env("DURATION", 20);
+    let members = tests::env_number("MEMBERS", 200);
+    let seconds = tests::env_number("DURATION", 20);
     let servers: Vec<S3Node> = (1..=4)
         .map(|i| S3Node::start(&format!("127.0.50.{i}")))
         .collect();

@@ -21,13 +21,6 @@ use std::time::{Duration, Instant};
 use portico_client::dns::{Question, ask};
 use tests::{Running, S3Node, runtime};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -75,7 +68,7 @@ async fn until_all(
 }
 
 fn main() {
-    let kills = env("KILLS", 20) as usize;
+    let kills = tests::env_number("KILLS", 20) as usize;
     let mut s3 = vec![
         ("fra", "fra-1", S3Node::start("127.0.10.1")),
         ("fra", "fra-2", S3Node::start("127.0.10.2")),

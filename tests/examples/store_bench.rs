@@ -46,13 +46,6 @@ members = [
 ]
 "#;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn report(site: &str, agent: &str, sequence: u64) -> AgentReport {
     let json = tests::agent_report(
         site,
@@ -90,9 +83,9 @@ async fn watch(admin: SocketAddr, seen: Arc<Mutex<BTreeMap<u64, Instant>>>, stop
 }
 
 fn main() {
-    let reports = env("REPORTS", 300);
-    let clients = env("CLIENTS", 32);
-    let seconds = env("DURATION", 5);
+    let reports = tests::env_number("REPORTS", 300);
+    let clients = tests::env_number("CLIENTS", 32);
+    let seconds = tests::env_number("DURATION", 5);
     let nodes = tests::three_node_store(CONFIG);
     let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin.expect("admin")).collect();
     // Wait for a leader and the seeded deployment on every node.

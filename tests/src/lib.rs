@@ -1054,3 +1054,11 @@ pub fn site_agent(config: &Path, site: &str, report_to: &[SocketAddr], extra: &[
             .expect("start site-agent"),
     )
 }
+
+/// A benchmark knob: the environment variable `name` as a number, else `default`.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

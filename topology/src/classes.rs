@@ -142,14 +142,6 @@ impl<'a> BaseClassesBuilder<'a> {
 }
 
 impl BaseClasses {
-    /// No networks: every client unknown.
-    pub fn empty() -> BaseClasses {
-        BaseClasses {
-            map: PrefixMapBuilder::default().build(),
-            interner: Interner::new(),
-        }
-    }
-
     /// Number of prefix blocks.
     pub fn blocks(&self) -> usize {
         self.map.len()

@@ -93,6 +93,10 @@ pub struct Metrics {
     pub store_undecodable: AtomicU64,
     pub rtt_posts: AtomicU64,
     pub rtt_post_failures: AtomicU64,
+    /// Ejections reported to the store, reports no node took, ejections not queued.
+    pub passive_reports: AtomicU64,
+    pub passive_report_failures: AtomicU64,
+    pub passive_reports_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -248,6 +252,24 @@ impl Metrics {
                 Kind::Counter,
                 "RTT posts no store node took.",
                 &self.rtt_post_failures,
+            ),
+            (
+                "portico_proxy_passive_reports_total",
+                Kind::Counter,
+                "Reports of ejected members the store took.",
+                &self.passive_reports,
+            ),
+            (
+                "portico_proxy_passive_report_failures_total",
+                Kind::Counter,
+                "Reports of ejected members no store node took (the local ejection holds).",
+                &self.passive_report_failures,
+            ),
+            (
+                "portico_proxy_passive_reports_dropped_total",
+                Kind::Counter,
+                "Ejections not reported because the queue to the store was full.",
+                &self.passive_reports_dropped,
             ),
         ] {
             out.single(name, kind, help, load(value));

@@ -151,8 +151,14 @@ pub struct Prepared {
     shared: Arc<Shared>,
     /// The store's API, when `state_from` names nodes.
     api: Option<Arc<ApiClient>>,
+    /// Ejections to report to the store, when it is followed and `report_ejections` holds.
+    ejections: Option<tokio::sync::mpsc::Receiver<topology::wire::PassiveObservation>>,
     drain: watch::Sender<bool>,
 }
+
+/// Ejections waiting to be reported; more are dropped (and counted) until the poster
+/// catches up.
+const EJECTIONS_QUEUED: usize = 256;
 
 /// Checks `config` for a proxy of `site` (default `proxy.site`), following `state_from`
 /// (default `proxy.state_from`), and binds every listener; with `check_only`, binds nothing
@@ -237,6 +243,13 @@ pub fn prepare(
         .collect();
     let upstreams = Upstreams::from_deployment(&config.deployment, &site, &services);
     let (drain, draining) = watch::channel(false);
+    let (passive, ejections) = match &api {
+        Some(_) if settings.report_ejections => {
+            let (sender, receiver) = tokio::sync::mpsc::channel(EJECTIONS_QUEUED);
+            (Some(sender), Some(receiver))
+        }
+        _ => (None, None),
+    };
     let shared = Arc::new(Shared {
         site: site.clone(),
         services,
@@ -250,6 +263,7 @@ pub fn prepare(
         sessions: Sessions::default(),
         access_log: settings.access_log,
         pipes: crate::pipes::PipePool::for_this_process(),
+        passive,
     });
     Ok(Some(Prepared {
         settings,
@@ -259,6 +273,7 @@ pub fn prepare(
         tls,
         shared,
         api,
+        ejections,
         drain,
     }))
 }
@@ -277,6 +292,7 @@ pub async fn run(
         tls,
         shared,
         api,
+        ejections,
         drain,
     } = prepared;
     let mut listening = Vec::new();
@@ -324,6 +340,14 @@ pub async fn run(
                 api.clone(),
                 shared.clone(),
             )));
+            if let Some(ejections) = ejections {
+                background.push(tokio::spawn(store_link::post_passive(
+                    api.clone(),
+                    ejections,
+                    format!("{site}-proxy-{}", std::process::id()),
+                    shared.clone(),
+                )));
+            }
             if !settings.rtt_report_interval.is_zero() {
                 background.push(tokio::spawn(store_link::post_rtt(
                     api,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, watch};
 use topology::per_address::PerAddress;
+use topology::wire::PassiveObservation;
 
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::rtt::RttTable;
@@ -36,6 +37,8 @@ pub struct Shared {
     pub access_log: bool,
     /// The pipes L4 sessions splice through.
     pub pipes: crate::pipes::PipePool,
+    /// Where ejections go to be reported to the store (none: not reported).
+    pub passive: Option<tokio::sync::mpsc::Sender<PassiveObservation>>,
 }
 
 impl Shared {
@@ -49,6 +52,20 @@ impl Shared {
         listener.upstream_error(kind);
         if member.failed(self.clock.millis(), self.eject_after, self.eject_for) {
             tracing::warn!(member = %member.node, service = %member.service, kind, "member ejected after repeated failures");
+            if let Some(passive) = &self.passive {
+                let observation = PassiveObservation {
+                    service: member.service.clone(),
+                    node: member.node.clone(),
+                    reason: format!("{} failures in a row: {kind}", self.eject_after),
+                };
+                // Bounded: with the poster behind, a report is dropped (the local ejection
+                // stands, and the next failures report again).
+                if passive.try_send(observation).is_err() {
+                    self.metrics
+                        .passive_reports_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 }

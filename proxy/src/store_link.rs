@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use portico_client::ApiClient;
 use portico_client::watch::WatchEvent;
-use topology::wire::WIRE_VERSION;
 use topology::wire::views::WatchLine;
+use topology::wire::{PassiveObservation, PassiveReport, WIRE_VERSION};
 
 use crate::shared::Shared;
 use crate::upstreams::Upstreams;
@@ -106,6 +106,49 @@ fn apply(shared: &Shared, line: &WatchLine) {
             index = line.index,
             "member state from the store applied"
         );
+    }
+}
+
+/// Posts the ejections `ejections` carries to the first node that takes them, at once (the
+/// ones queued meanwhile go in the same report), so every DNS node and proxy stops using
+/// the member within milliseconds. A report no node takes is retried once the next
+/// ejection comes: the local ejection holds meanwhile.
+pub async fn post_passive(
+    api: Arc<ApiClient>,
+    mut ejections: tokio::sync::mpsc::Receiver<PassiveObservation>,
+    name: String,
+    shared: Arc<Shared>,
+) {
+    while let Some(first) = ejections.recv().await {
+        let mut members = vec![first];
+        while let Ok(more) = ejections.try_recv() {
+            if !members
+                .iter()
+                .any(|m| m.service == more.service && m.node == more.node)
+            {
+                members.push(more);
+            }
+        }
+        let report = PassiveReport {
+            site: shared.site.clone(),
+            proxy: name.clone(),
+            members,
+        };
+        let counter = match api.passive(&report).await {
+            Ok(written) => {
+                tracing::info!(
+                    index = written.index,
+                    members = report.members.len(),
+                    "ejections reported to the store"
+                );
+                &shared.metrics.passive_reports
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ejections not reported: no store node took them");
+                &shared.metrics.passive_report_failures
+            }
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -160,6 +160,42 @@ async fn run_probe(target: &Target, credentials: Option<&Credentials>) -> Verdic
     bounded(check.timeout, work).await
 }
 
+/// Runs the check with a hedge: when the first attempt has not finished by half the
+/// timeout, a second starts beside it on a fresh connection, and the first success wins.
+/// One lost segment (a retransmission after 200 ms or more, a second for a SYN) then delays
+/// a probe instead of failing it, so loss on the probe path does not remove a healthy
+/// member. A member that says no (a hard failure) is believed at once; a hung one fails
+/// both at the timeout, measured from the first start, so a hang is found as fast as
+/// without the hedge.
+async fn hedged_probe(target: &Target, credentials: Option<&Credentials>) -> Verdict {
+    let timeout = target.check.timeout;
+    let started = tokio::time::Instant::now();
+    let first = run_probe(target, credentials);
+    tokio::pin!(first);
+    tokio::select! {
+        verdict = &mut first => return verdict,
+        _ = tokio::time::sleep(timeout / 2) => {}
+    }
+    let second = bounded(
+        timeout.saturating_sub(started.elapsed()),
+        run_probe(target, credentials),
+    );
+    tokio::pin!(second);
+    let (verdict, first_done) = tokio::select! {
+        verdict = &mut first => (verdict, true),
+        verdict = &mut second => (verdict, false),
+    };
+    if verdict.ok || verdict.hard {
+        return verdict;
+    }
+    // One attempt failed softly (a timeout, say): the other decides.
+    if first_done {
+        second.await
+    } else {
+        first.await
+    }
+}
+
 /// Where a member's first probe falls inside the interval (stable per member).
 fn offset(target: &Target) -> Duration {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -196,9 +232,15 @@ async fn member_loop(
             target.addr = SocketAddr::new(ip, target.addr.port());
             target.agent = target.agent.map(|a| SocketAddr::new(ip, a.port()));
         }
+        let wake = trackers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .map(|t| t.wake.clone())
+            .unwrap_or_default();
         let started = Instant::now();
         let verdict = match limit.acquire().await {
-            Ok(_permit) => run_probe(&target, credentials.as_ref()).await,
+            Ok(_permit) => hedged_probe(&target, credentials.as_ref()).await,
             Err(_) => return,
         };
         let feedback = match target.agent {
@@ -219,6 +261,7 @@ async fn member_loop(
             let admin_changed = feedback
                 .as_ref()
                 .is_some_and(|f| tracker.observe_feedback(f));
+            let confirmed_before = tracker.passive_confirmed();
             let health = tracker.observe_probe(&verdict, Thresholds::of(&target.check));
             if let Some(health) = health {
                 tracing::info!(service = %target.service, node = %target.node, ?health, reason = %verdict.reason, latency_ms = verdict.latency.as_millis() as u64, "member state changed");
@@ -226,14 +269,22 @@ async fn member_loop(
             if admin_changed {
                 tracing::info!(service = %target.service, node = %target.node, feedback = ?feedback, "load-feedback admin state changed");
             }
-            (health.is_some() || admin_changed, tracker.suspect())
+            let confirmed = tracker.passive_confirmed() != confirmed_before;
+            if confirmed {
+                tracing::info!(service = %target.service, node = %target.node, mark = ?tracker.passive_confirmed(), "probes confirm the member serves: passive mark answered");
+            }
+            (
+                health.is_some() || admin_changed || confirmed,
+                tracker.suspect() || tracker.confirming(),
+            )
         };
         if notify {
             changed.notify_one();
         }
-        // A failure that has not decided anything yet: probe again soon (from this probe's
-        // start), so a dead member is down after `fall` fast probes, not `fall` intervals.
-        // Otherwise keep the regular schedule.
+        // A failure that has not decided anything yet, or a passive mark being confirmed:
+        // probe again soon (from this probe's start), so a dead member is down after `fall`
+        // fast probes, not `fall` intervals, and a recovered one confirmed after `rise`.
+        // Otherwise keep the regular schedule; a new passive mark wakes the task at once.
         let now = Instant::now();
         if suspect {
             next = (started + target.check.fast_interval).max(now);
@@ -243,7 +294,10 @@ async fn member_loop(
                 next = now + target.check.interval;
             }
         }
-        tokio::time::sleep_until(next.into()).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = wake.notified() => next = Instant::now(),
+        }
     }
 }
 
@@ -323,7 +377,8 @@ async fn report_loop(
             members,
         };
         let wait = match setup.api.report(&report).await {
-            Ok(_) => {
+            Ok(written) => {
+                await_passive(&trackers, &written.passive);
                 counters
                     .sent
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -343,6 +398,23 @@ async fn report_loop(
             _ = changed.notified() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Takes the passive marks the store named in its answer to a report: each new one is to be
+/// confirmed by fresh probes, starting at once.
+fn await_passive(trackers: &Trackers, pending: &[topology::wire::PassivePending]) {
+    if pending.is_empty() {
+        return;
+    }
+    let mut trackers = trackers.lock().unwrap_or_else(|e| e.into_inner());
+    for mark in pending {
+        if let Some(tracker) = trackers.get_mut(&(mark.service.clone(), mark.node.clone()))
+            && tracker.await_passive(mark.mark)
+        {
+            tracing::info!(service = %mark.service, node = %mark.node, mark = mark.mark, "a proxy marked this member passively down: probing to confirm");
+            tracker.wake.notify_one();
         }
     }
 }
@@ -484,13 +556,15 @@ impl Shared {
     }
 }
 
-/// The report interval for `targets`: the shortest check interval (1 s without any).
+/// The report interval for `targets`: the shortest check interval, at most 1 s (the
+/// answer to a report is how the agent learns of passive marks to confirm).
 fn report_interval(targets: &[Target]) -> Duration {
     targets
         .iter()
         .map(|t| t.check.interval)
         .min()
         .unwrap_or(Duration::from_secs(1))
+        .min(Duration::from_secs(1))
 }
 
 /// Runs the agent until `shutdown`: probes this site's members of `setup.deployment`,
@@ -566,5 +640,75 @@ pub async fn run(setup: AgentSetup, mut shutdown: watch::Receiver<bool>) {
     probing.stop();
     for task in tasks {
         task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An HTTP member on loopback that never answers the connections `stall` picks (by
+    /// their number, from 1) and answers 200 on the others.
+    async fn member(stall: fn(usize) -> bool) -> Target {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            for n in 1.. {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                if stall(n) {
+                    held.push(stream);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let mut head = [0u8; 1024];
+                    let _ = stream.read(&mut head).await;
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        let config = format!(
+            r#"
+[zone]
+origin = "storage.example."
+ns = ["ns1"]
+[[site]]
+name = "fra"
+[[service]]
+name = "web"
+check = {{ kind = "http", timeout = "400ms" }}
+members = [{{ site = "fra", node = "a", address = "127.0.0.1", port = {port} }}]
+"#
+        );
+        let deployment = topology::Config::from_toml(&config, 1).unwrap().deployment;
+        targets(&deployment, "fra").unwrap().remove(0)
+    }
+
+    #[tokio::test]
+    async fn a_probe_stalled_on_its_first_connection_is_answered_by_its_hedge() {
+        let target = member(|n| n == 1).await;
+        let verdict = hedged_probe(&target, None).await;
+        assert!(verdict.ok, "{verdict:?}");
+        let alone = bounded(target.check.timeout, run_probe(&target, None)).await;
+        assert!(alone.ok, "later connections are answered: {alone:?}");
+    }
+
+    #[tokio::test]
+    async fn a_hung_member_fails_at_the_timeout_from_the_first_start_not_later() {
+        let target = member(|_| true).await;
+        let started = Instant::now();
+        let verdict = hedged_probe(&target, None).await;
+        let took = started.elapsed();
+        assert_eq!(verdict.reason, "timeout");
+        assert!(!verdict.hard);
+        assert!(
+            took >= target.check.timeout && took < target.check.timeout * 3 / 2,
+            "the hedge must not extend the timeout: {took:?}"
+        );
     }
 }

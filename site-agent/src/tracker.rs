@@ -6,6 +6,8 @@
 //! - Weight: the agent's `N%`, reduced smoothly when the smoothed probe latency exceeds the
 //!   slow-probe threshold (a hot node loses share instead of flapping).
 //! - Agent admin: `drain` and `maint` hold until the agent says `ready`.
+//! - Passive marks (a proxy saw the member fail): confirmed after `rise` successful probes
+//!   in a row, every one made after the agent learned of the mark.
 
 use std::time::Duration;
 
@@ -37,6 +39,13 @@ pub struct Tracker {
     /// Failed probes by reason, for metrics.
     pub failures: std::collections::BTreeMap<String, u64>,
     pub probes: u64,
+    /// A passive mark to confirm (its index), and the successful probes in a row since
+    /// the agent learned of it.
+    passive_pending: Option<(u64, u32)>,
+    /// The newest mark confirmed.
+    passive_confirmed: Option<u64>,
+    /// Wakes the member's probe task (a mark to confirm: probe now).
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Tracker {
@@ -53,6 +62,46 @@ impl Tracker {
             address: None,
             failures: std::collections::BTreeMap::new(),
             probes: 0,
+            passive_pending: None,
+            passive_confirmed: None,
+            wake: Default::default(),
+        }
+    }
+
+    /// The store says a proxy marked this member passively down (mark `mark`): from now on,
+    /// `rise` successful probes in a row confirm it serves. True when the mark is new here
+    /// (worth probing at once).
+    pub fn await_passive(&mut self, mark: u64) -> bool {
+        let known = self.passive_confirmed.is_some_and(|c| c >= mark)
+            || self
+                .passive_pending
+                .is_some_and(|(pending, _)| pending >= mark);
+        if !known {
+            self.passive_pending = Some((mark, 0));
+        }
+        !known
+    }
+
+    /// A mark is being confirmed and the probes so far succeed: worth probing again soon.
+    pub fn confirming(&self) -> bool {
+        self.passive_pending.is_some_and(|(_, streak)| streak > 0)
+    }
+
+    /// The newest passive mark confirmed, for the report.
+    pub fn passive_confirmed(&self) -> Option<u64> {
+        self.passive_confirmed
+    }
+
+    fn count_for_passive(&mut self, ok: bool, rise: u32) {
+        let Some((mark, streak)) = self.passive_pending else {
+            return;
+        };
+        let streak = if ok { streak + 1 } else { 0 };
+        if streak >= rise.max(1) {
+            self.passive_pending = None;
+            self.passive_confirmed = Some(mark);
+        } else {
+            self.passive_pending = Some((mark, streak));
         }
     }
 
@@ -108,6 +157,7 @@ impl Tracker {
         } else {
             verdict.result()
         };
+        self.count_for_passive(ok, thresholds.rise);
         self.hysteresis.observe(result, thresholds)
     }
 
@@ -168,6 +218,7 @@ impl Tracker {
             weight_percent: self.weight_percent(slow_probe),
             agent_admin: self.agent_admin,
             address: self.address,
+            passive_confirmed: self.passive_confirmed,
         }
     }
 }
@@ -213,6 +264,45 @@ mod tests {
         assert_eq!(
             t.observe_probe(&up(MS), Thresholds::new(2, 2)),
             Some(Health::Up)
+        );
+    }
+
+    #[test]
+    fn a_passive_mark_is_confirmed_by_rise_fresh_successes_only() {
+        let down = Verdict {
+            ok: false,
+            hard: true,
+            reason: "connection refused".into(),
+            latency: MS,
+        };
+        let rise = Thresholds::new(3, 2);
+        let mut t = Tracker::new("s3", "fra-1");
+        for _ in 0..5 {
+            t.observe_probe(&up(MS), rise);
+        }
+        assert_eq!(t.health(), Health::Up);
+        assert_eq!(t.observation(MS).passive_confirmed, None);
+        assert!(t.await_passive(41), "a new mark");
+        assert!(!t.await_passive(41), "the same mark again is not new");
+        assert!(!t.confirming(), "no fresh probe yet");
+        // Successes from before the mark count for nothing; a failure restarts the streak.
+        t.observe_probe(&up(MS), rise);
+        t.observe_probe(&up(MS), rise);
+        assert!(t.confirming());
+        t.observe_probe(&down, rise);
+        assert!(!t.confirming());
+        t.observe_probe(&up(MS), rise);
+        t.observe_probe(&up(MS), rise);
+        assert_eq!(t.observation(MS).passive_confirmed, None);
+        t.observe_probe(&up(MS), rise);
+        assert_eq!(t.observation(MS).passive_confirmed, Some(41));
+        assert!(!t.await_passive(41), "confirmed already");
+        assert!(!t.await_passive(40), "an older mark is answered too");
+        assert!(t.await_passive(57), "a newer mark starts again");
+        assert_eq!(
+            t.observation(MS).passive_confirmed,
+            Some(41),
+            "the old confirmation stands until the new one"
         );
     }
 

@@ -903,6 +903,7 @@ pub fn agent_report(
                 weight_percent: 100,
                 agent_admin: topology::AdminState::Active,
                 address: None,
+                passive_confirmed: None,
             })
             .collect(),
     };
@@ -1053,6 +1054,32 @@ pub fn site_agent(config: &Path, site: &str, report_to: &[SocketAddr], extra: &[
             .spawn()
             .expect("start site-agent"),
     )
+}
+
+/// One gslb-dns node on `config` (DNS and admin on ephemeral loopback ports) and the
+/// site agent of `fra` reporting to it, its `/metrics` served at the returned address
+/// (once it listens).
+pub fn node_and_fra_agent(config: &str) -> (DnsNode, Running, SocketAddr) {
+    let node = DnsNode::start_with(
+        Some(config),
+        &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+    );
+    let config_path = node.dir.write("agent.toml", config);
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .expect("an address");
+    let agent = site_agent(
+        &config_path,
+        "fra",
+        &[node.admin.expect("the admin address")],
+        &["--metrics", &metrics.to_string()],
+    );
+    assert_eventually!(
+        Duration::from_secs(10),
+        std::net::TcpStream::connect(metrics).is_ok(),
+        "the agent's metrics never listened"
+    );
+    (node, agent, metrics)
 }
 
 /// A benchmark knob: the environment variable `name` as a number, else `default`.

@@ -104,6 +104,9 @@ pub enum Ineligible {
     /// The site's agent has not reported within `stale_after` (age in ms, `None` = never).
     SiteStale(Option<u64>),
     ZeroWeight,
+    /// A proxy saw its connections fail; out until the agent's probes confirm recovery
+    /// (what failed, and which proxy saw it).
+    Passive(String),
 }
 
 impl std::fmt::Display for Ineligible {
@@ -124,6 +127,7 @@ impl std::fmt::Display for Ineligible {
             Ineligible::SiteStale(Some(age)) => write!(f, "site telemetry stale ({age} ms old)"),
             Ineligible::SiteStale(None) => write!(f, "site agent never reported"),
             Ineligible::ZeroWeight => write!(f, "load feedback weight 0"),
+            Ineligible::Passive(seen) => write!(f, "passively down: {seen}"),
         }
     }
 }
@@ -169,9 +173,21 @@ pub fn proxy_verdict(
     if ms.health == Health::Down {
         return Err(Ineligible::Down(ms.reason.clone()));
     }
+    passive(ms)?;
     match effective_weight(member.weight, ms.weight_percent) {
         0 => Err(Ineligible::ZeroWeight),
         weight => Ok(weight),
+    }
+}
+
+/// Whether a proxy's passive mark holds the member out.
+fn passive(ms: &MemberState) -> Result<(), Ineligible> {
+    match &ms.passive {
+        Some(mark) => Err(Ineligible::Passive(format!(
+            "{} (proxy {}, awaiting the agent's confirmation)",
+            mark.reason, mark.by
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -226,6 +242,7 @@ fn verdict(
         Health::Down => return Err(Ineligible::Down(ms.reason.clone())),
         Health::Unknown => return Err(Ineligible::Unknown),
     }
+    passive(ms)?;
     let service = deployment.service(member.service);
     if service.check.is_some() {
         let age = site.last_report.map(|t| now.saturating_since(t));

@@ -57,6 +57,24 @@ pub struct MemberState {
     pub address: Option<std::net::IpAddr>,
     /// Smoothed probe latency in microseconds, when probes report one.
     pub latency_us: Option<u32>,
+    /// A proxy of the member's site saw its connections fail: out of answers and proxy
+    /// choices until the site agent's probes confirm it serves again.
+    pub passive: Option<PassiveMark>,
+}
+
+/// A member marked down by what a proxy saw on the data path (failed connects, resets),
+/// until its site agent confirms recovery with fresh probes made after it learned of the
+/// mark. The mark is named by the log index that set it, so the confirmation names exactly
+/// the mark it answers (no clocks compared across machines).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassiveMark {
+    /// The store's log index of the report that set it.
+    pub index: u64,
+    /// When it was set (the proposing node's clock).
+    pub at: Timestamp,
+    /// The proxy that saw the failures.
+    pub by: String,
+    pub reason: String,
 }
 
 /// The dynamic state of one site.
@@ -97,6 +115,7 @@ impl State {
                         agent_admin: AdminState::Active,
                         address: None,
                         latency_us: None,
+                        passive: None,
                     }
                 })
                 .collect(),

@@ -16,7 +16,7 @@ use topology::wire::drill::{DrillList, DrillReport, DrillRequest, DrillStarted};
 use topology::wire::views::{
     ActionDone, ActionRequest, ExplainView, Healthz, History, RttTable, StateView, StoreStatus,
 };
-use topology::wire::{AgentReport, ErrorBody, RttReport, Target, Written};
+use topology::wire::{AgentReport, ErrorBody, PassiveReport, RttReport, Target, Written};
 
 pub use crate::error::ClientError;
 use crate::watch::Watch;
@@ -396,6 +396,11 @@ impl ApiClient {
     /// A proxy's RTT aggregates.
     pub async fn rtt(&self, report: &RttReport) -> Result<Written, ClientError> {
         self.post("/api/v1/rtt", report).await
+    }
+
+    /// Members a proxy saw fail on the data path.
+    pub async fn passive(&self, report: &PassiveReport) -> Result<Written, ClientError> {
+        self.post("/api/v1/passive", report).await
     }
 
     /// Runs a drill and waits for its report (for at most `wait`).

@@ -88,12 +88,13 @@ impl Identity {
         }
     }
 
-    /// RTT samples may come from the operator or from a proxy of `site`.
-    pub fn may_post_rtt_for(&self, site: &str) -> Result<(), ApiError> {
+    /// What proxies post (RTT samples, passive reports: `what`) may come from the operator
+    /// or from a proxy of `site`.
+    pub fn may_post_as_proxy_for(&self, site: &str, what: &str) -> Result<(), ApiError> {
         match &self.role {
             Role::Operator => Ok(()),
             Role::Proxy(own) if own == site => Ok(()),
-            _ => Err(self.forbidden(&format!("post RTT samples for site {site:?}"))),
+            _ => Err(self.forbidden(&format!("post {what} for site {site:?}"))),
         }
     }
 
@@ -355,7 +356,7 @@ enum Need {
     /// An agent or the operator (the handler checks the site).
     Report,
     /// A proxy or the operator (the handler checks the site).
-    Rtt,
+    Proxy,
     Operator,
 }
 
@@ -365,7 +366,7 @@ fn need(method: &Method, path: &str) -> Need {
         (true, path) if always_open(path) => Need::Nothing,
         (true, _) => Need::Read,
         (false, "/api/v1/reports") => Need::Report,
-        (false, "/api/v1/rtt") => Need::Rtt,
+        (false, "/api/v1/rtt" | "/api/v1/passive") => Need::Proxy,
         (false, _) => Need::Operator,
     }
 }
@@ -462,7 +463,7 @@ pub async fn guard(State(gate): State<Arc<Gate>>, mut request: Request, next: Ne
         (Need::Read, Some(_)) => true,
         (Need::Read, None) => anonymous_reads,
         (Need::Report, Some(i)) => matches!(i.role, Role::Operator | Role::Agent(_)),
-        (Need::Rtt, Some(i)) => matches!(i.role, Role::Operator | Role::Proxy(_)),
+        (Need::Proxy, Some(i)) => matches!(i.role, Role::Operator | Role::Proxy(_)),
         (Need::Operator, Some(i)) => i.role == Role::Operator,
         (_, None) => false,
     };
@@ -570,18 +571,29 @@ mod tests {
             refused.contains("fra-agent (agent:fra) may not report for site \"iad\""),
             "{refused}"
         );
-        assert!(agent.may_post_rtt_for("fra").is_err());
+        assert!(agent.may_post_as_proxy_for("fra", "RTT samples").is_err());
         let proxy = Identity {
             name: "p".into(),
             role: Role::Proxy("iad".into()),
         };
-        assert!(proxy.may_post_rtt_for("iad").is_ok());
+        assert!(proxy.may_post_as_proxy_for("iad", "RTT samples").is_ok());
+        let refused = proxy
+            .may_post_as_proxy_for("fra", "passive reports")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("p (proxy:iad) may not post passive reports for site \"fra\""),
+            "{refused}"
+        );
         assert!(proxy.may_report_for("iad").is_err());
         let operator = Identity {
             name: "ops".into(),
             role: Role::Operator,
         };
-        assert!(operator.may_report_for("iad").is_ok() && operator.may_post_rtt_for("x").is_ok());
+        assert!(
+            operator.may_report_for("iad").is_ok()
+                && operator.may_post_as_proxy_for("x", "RTT samples").is_ok()
+        );
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub fn router(context: ApiContext) -> Router {
         .route("/api/v1/config/rollback", post(config::rollback))
         .route("/api/v1/reports", post(store::report))
         .route("/api/v1/rtt", post(store::rtt).get(store::rtt_table))
+        .route("/api/v1/passive", post(store::passive))
         .route("/api/v1/watch", get(store::watch))
         .route("/api/v1/store", get(store::status))
         .route("/api/v1/store/nodes", post(store::add_node))

@@ -146,6 +146,7 @@ fn member_view(snapshot: &Snapshot, id: topology::MemberId) -> MemberView {
         proxy_weight: topology::select::proxy_verdict(deployment, &snapshot.state, id).unwrap_or(0),
         agent_admin: ms.agent_admin,
         latency_us: ms.latency_us,
+        passive: ms.passive.clone(),
     }
 }
 

@@ -15,7 +15,10 @@ use state_store::Membership;
 use topology::wire::views::{
     AddNode, MembershipProposed, NodeAddress, RttTable, StoreStatus, WatchLine,
 };
-use topology::wire::{AgentReport, Command, RttReport, WIRE_VERSION, Written, accepted_text};
+use topology::wire::{
+    AgentReport, Command, PassivePending, PassiveReport, RttReport, WIRE_VERSION, Written,
+    accepted_text,
+};
 
 use super::auth::Identity;
 use super::context::{ApiContext, json};
@@ -41,6 +44,7 @@ async fn ingest(ctx: &ApiContext, site: &str, command: Command) -> Result<Json<W
     let committed = ctx.store.write(&ctx.control, command).await?;
     Ok(Json(Written {
         index: committed.index,
+        passive: Vec::new(),
     }))
 }
 
@@ -61,7 +65,51 @@ pub async fn report(
             .map_err(ApiError::BadRequest)?;
     }
     let site = report.site.clone();
-    ingest(&ctx, &site, Command::AgentReport(report)).await
+    let mut written = ingest(&ctx, &site, Command::AgentReport(report)).await?;
+    written.passive = passive_pending(&ctx, &site);
+    Ok(written)
+}
+
+/// The passive marks on `site`'s members, as applied here: what its agent is to confirm.
+fn passive_pending(ctx: &ApiContext, site: &str) -> Vec<PassivePending> {
+    let snapshot = ctx.control.snapshot();
+    let deployment = &snapshot.deployment;
+    deployment
+        .members
+        .iter()
+        .filter(|m| deployment.site(m.site).name == site)
+        .filter_map(|m| {
+            let mark = snapshot.state.member(m.id).passive.as_ref()?;
+            Some(PassivePending {
+                service: deployment.service(m.service).name.clone(),
+                node: m.node.clone(),
+                mark: mark.index,
+            })
+        })
+        .collect()
+}
+
+/// `POST /api/v1/passive`: members a proxy of that site (or the operator) saw fail on the
+/// data path; names and reasons over [`topology::wire::MAX_ACCEPTED_TEXT`] bytes are refused.
+pub async fn passive(
+    AxumState(ctx): AxumState<ApiContext>,
+    Extension(identity): Extension<Identity>,
+    body: Bytes,
+) -> Result<Json<Written>, ApiError> {
+    let report: PassiveReport = json(&body)?;
+    identity
+        .may_post_as_proxy_for(&report.site, "passive reports")
+        .inspect_err(|_| ctx.metrics.admin.refused(Refusal::Forbidden))?;
+    accepted_text("proxy", &report.proxy).map_err(ApiError::BadRequest)?;
+    if report.members.is_empty() {
+        return Err(ApiError::BadRequest("`members` is empty".into()));
+    }
+    for (i, member) in report.members.iter().enumerate() {
+        accepted_text(&format!("members[{i}].reason"), &member.reason)
+            .map_err(ApiError::BadRequest)?;
+    }
+    let site = report.site.clone();
+    ingest(&ctx, &site, Command::PassiveReport(report)).await
 }
 
 /// `POST /api/v1/rtt`: a proxy's RTT aggregates, from the operator or a proxy of that site.
@@ -72,7 +120,7 @@ pub async fn rtt(
 ) -> Result<Json<Written>, ApiError> {
     let report: RttReport = json(&body)?;
     identity
-        .may_post_rtt_for(&report.site)
+        .may_post_as_proxy_for(&report.site, "RTT samples")
         .inspect_err(|_| ctx.metrics.admin.refused(Refusal::Forbidden))?;
     let site = report.site.clone();
     ingest(&ctx, &site, Command::RttSamples(report)).await

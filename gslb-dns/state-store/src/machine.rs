@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 use topology::wire::config::{ConfigVersion, DeploymentChange, DeploymentDiff};
 use topology::wire::views::{Change, NodeAddress, RttEntry};
 use topology::wire::{
-    AdminAction, AgentReport, Command, Envelope, RttReport, Target, bounded_text,
+    AdminAction, AgentReport, Command, Envelope, PassiveReport, RttReport, Target, bounded_text,
 };
-use topology::{AdminState, Deployment, Health, MemberState, SiteState, State, Timestamp};
+use topology::{
+    AdminState, Deployment, Health, MemberState, PassiveMark, SiteState, State, Timestamp,
+};
 
 /// How many changes the history keeps.
 pub const HISTORY_LEN: usize = 1000;
@@ -46,6 +48,9 @@ pub struct MemberRecord {
     pub address: Option<std::net::IpAddr>,
     /// When the health last changed (the proposing node's clock).
     pub changed_at: Option<Timestamp>,
+    /// Set by a proxy's passive report, cleared by the agent's confirmation.
+    #[serde(default)]
+    pub passive: Option<PassiveMark>,
 }
 
 impl Default for MemberRecord {
@@ -59,6 +64,7 @@ impl Default for MemberRecord {
             agent_admin: AdminState::Active,
             address: None,
             changed_at: None,
+            passive: None,
         }
     }
 }
@@ -203,6 +209,7 @@ impl Machine {
                 if checked {
                     target.health = record.health;
                     target.reason = record.reason.clone();
+                    target.passive = record.passive.clone();
                 }
                 *target = MemberState {
                     weight_percent: record.weight_percent,
@@ -258,6 +265,7 @@ pub fn apply(machine: &mut Machine, index: u64, envelope: &Envelope) -> Outcome 
         Command::AgentReport(report) => apply_report(&deployment, machine, index, at, report),
         Command::Admin(action) => apply_admin(&deployment, machine, index, at, action),
         Command::RttSamples(report) => apply_rtt(&deployment, machine, at, report),
+        Command::PassiveReport(report) => apply_passive(&deployment, machine, index, at, report),
         Command::Deployment(_) => unreachable!("applied above"),
     }
 }
@@ -453,6 +461,17 @@ fn apply_report(
                 format!("health {:?}: {}", observation.health, observation.reason).to_lowercase();
             changes.push((change, "agent report"));
         }
+        // The agent's fresh probes answer a passive mark it was told of: the member serves.
+        if let Some(mark) = &record.passive
+            && observation.health == Health::Up
+            && observation
+                .passive_confirmed
+                .is_some_and(|confirmed| confirmed >= mark.index)
+        {
+            let change = format!("passive mark of index {} cleared", mark.index);
+            record.passive = None;
+            changes.push((change, "the agent's probes confirm it serves"));
+        }
         for (change, why) in changes {
             machine.record(
                 index,
@@ -537,6 +556,98 @@ fn apply_admin(
         },
     );
     Outcome::Applied
+}
+
+/// The largest share of a service's members at one site that passive marks may hold: a
+/// proxy that cannot reach most of its members is more likely broken itself (its network,
+/// its file descriptors) than they are, so past this its reports mark nothing more (as
+/// Envoy's `max_ejection_percent`). One member may always be marked.
+pub fn passive_limit(members_at_site: usize) -> usize {
+    (members_at_site / 2).max(1)
+}
+
+/// A proxy's passive report: each member it names (of its own site, of a service with a
+/// check, so an agent can confirm recovery, and not already down or marked) is marked,
+/// within [`passive_limit`].
+fn apply_passive(
+    deployment: &Deployment,
+    machine: &mut Machine,
+    index: u64,
+    at: Timestamp,
+    report: &PassiveReport,
+) -> Outcome {
+    let Some(site) = deployment.site_by_name(&report.site) else {
+        return Outcome::Ignored(format!("no site {:?}", report.site));
+    };
+    let mut ignored = Vec::new();
+    for observation in &report.members {
+        let key = member_key(&observation.service, &observation.node);
+        let Some(id) = deployment.member_by_name(&observation.service, &observation.node) else {
+            ignored.push(format!("{key}: no such member"));
+            continue;
+        };
+        let member = deployment.member(id);
+        let service = deployment.service(member.service);
+        if member.site != site {
+            ignored.push(format!("{key}: not a member of site {}", report.site));
+            continue;
+        }
+        if service.check.is_none() {
+            ignored.push(format!("{key}: no check could confirm its recovery"));
+            continue;
+        }
+        let record = machine.members.get(&key);
+        if record.is_some_and(|r| r.passive.is_some() || r.health == Health::Down) {
+            continue;
+        }
+        let peers: Vec<String> = service
+            .members
+            .iter()
+            .map(|m| deployment.member(*m))
+            .filter(|m| m.site == site)
+            .map(|m| member_key(&service.name, &m.node))
+            .collect();
+        let marked = peers
+            .iter()
+            .filter(|k| machine.members.get(*k).is_some_and(|r| r.passive.is_some()))
+            .count();
+        if marked + 1 > passive_limit(peers.len()) {
+            ignored.push(format!(
+                "{key}: {marked} of {} members of {} at {} already marked passively",
+                peers.len(),
+                service.name,
+                report.site
+            ));
+            continue;
+        }
+        let reason = bounded_text(&observation.reason);
+        let change = format!("passive down: {reason}");
+        Arc::make_mut(&mut machine.members)
+            .entry(key.clone())
+            .or_default()
+            .passive = Some(PassiveMark {
+            index,
+            at,
+            by: bounded_text(&report.proxy),
+            reason,
+        });
+        machine.record(
+            index,
+            at,
+            format!("member {key}"),
+            change,
+            By {
+                who: &report.proxy,
+                why: "proxy data path",
+                note: None,
+            },
+        );
+    }
+    if ignored.is_empty() {
+        Outcome::Applied
+    } else {
+        Outcome::Ignored(ignored.join("; "))
+    }
 }
 
 fn apply_rtt(

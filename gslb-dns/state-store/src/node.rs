@@ -234,7 +234,7 @@ impl Node {
     /// Proposes `command` and waits until this node has applied it.
     pub async fn propose(&self, command: Command) -> Result<Committed, ProposeError> {
         let envelope = Envelope {
-            version: WIRE_VERSION,
+            version: command.wire_version(),
             id: format!(
                 "{}-{}-{}",
                 self.id,

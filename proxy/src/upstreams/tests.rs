@@ -29,10 +29,11 @@ fn view(weight_of: impl Fn(&str) -> u32, address_of: impl Fn(&str) -> Option<IpA
             proxy_weight: weight_of(&m.node),
             agent_admin: AdminState::Active,
             latency_us: None,
+            passive: None,
         })
         .collect();
     StateView {
-        wire_version: 2,
+        wire_version: topology::wire::WIRE_VERSION,
         generation: 1,
         built_at_ms: Timestamp(0),
         zone: "storage.example.".into(),

@@ -99,3 +99,9 @@ fn check_config_accepts_the_default_and_rejects_bad_files() {
         "{stderr}"
     );
 }
+
+#[test]
+fn rtt_samples_that_never_expire_are_refused() {
+    let config = format!("[dns]\nrtt_max_age = \"0s\"\n\n{GOOD_HEAD}");
+    reject(&config, "dns.rtt_max_age", 2);
+}

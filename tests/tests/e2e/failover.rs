@@ -175,25 +175,7 @@ fn a_refusal_is_down_at_once_and_a_hang_after_fast_re_probes() {
     )
     .replace("ttl = 1", "ttl = 1\nmax_answers = 3");
     assert!(base.contains("fall_hard = 1"));
-    let node = DnsNode::start_with(
-        Some(&base),
-        &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
-    );
-    let config_path = node.dir.write("agent.toml", &base);
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
-        .parse()
-        .unwrap();
-    let _agent = tests::site_agent(
-        &config_path,
-        "fra",
-        &[node.admin.unwrap()],
-        &["--metrics", &metrics.to_string()],
-    );
-    assert_eventually!(
-        Duration::from_secs(10),
-        std::net::TcpStream::connect(metrics).is_ok(),
-        "the agent's metrics never listened"
-    );
+    let (node, _agent, metrics) = tests::node_and_fra_agent(&base);
     // Every member probed up once (the first probe of each falls somewhere in its first
     // interval), and answered.
     let up = |member: &str| {

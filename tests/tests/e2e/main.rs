@@ -14,6 +14,7 @@ mod geoip_reload;
 mod hostile;
 mod malformed;
 mod operations;
+mod passive_health;
 mod pki;
 mod probes;
 mod proxy;

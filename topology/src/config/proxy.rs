@@ -37,6 +37,10 @@ pub struct ProxySettings {
     pub eject_after: u32,
     /// ...for this long (or until the store reports it again after that).
     pub eject_for: Duration,
+    /// An ejection is also reported to the store (`POST /api/v1/passive`), which takes the
+    /// member out of every node's answers and every proxy's choices until its site agent
+    /// confirms recovery.
+    pub report_ejections: bool,
     pub listeners: Vec<Listener>,
 }
 
@@ -55,6 +59,7 @@ impl Default for ProxySettings {
             access_log: false,
             eject_after: 3,
             eject_for: Duration::from_secs(10),
+            report_ejections: true,
             listeners: Vec::new(),
         }
     }
@@ -231,6 +236,7 @@ pub(super) fn validate(
             raw.eject_for.as_deref(),
             defaults.eject_for,
         )?,
+        report_ejections: raw.report_ejections.unwrap_or(defaults.report_ejections),
         listeners,
     })
 }

@@ -298,6 +298,7 @@ pub struct RawProxy {
     pub access_log: Option<bool>,
     pub eject_after: Option<u32>,
     pub eject_for: Option<String>,
+    pub report_ejections: Option<bool>,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
 }

@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::{AdminState, Health, Timestamp};
 
-/// The format version this build writes. Version 2 added [`Command::Deployment`].
-pub const WIRE_VERSION: u16 = 2;
+/// The format version this build writes. Version 2 added [`Command::Deployment`], version 3
+/// [`Command::PassiveReport`] and the agent's [`MemberObservation::passive_confirmed`].
+pub const WIRE_VERSION: u16 = 3;
 
 /// The oldest envelope version this build still applies (entries already in a log).
 pub const OLDEST_WIRE_VERSION: u16 = 1;
@@ -87,6 +88,56 @@ pub enum Command {
     RttSamples(RttReport),
     /// A new version of the deployment (zone, sites, services, members).
     Deployment(config::DeploymentChange),
+    /// Members a proxy saw fail on the data path.
+    PassiveReport(PassiveReport),
+}
+
+/// What a proxy saw on the data path: members whose connections failed `eject_after` times
+/// in a row. The store marks them passively down (see [`crate::PassiveMark`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PassiveReport {
+    pub site: String,
+    /// The proxy's name, for the history.
+    pub proxy: String,
+    pub members: Vec<PassiveObservation>,
+}
+
+/// One member a proxy saw fail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PassiveObservation {
+    pub service: String,
+    pub node: String,
+    /// What failed (`3 failures in a row: connect_refused`).
+    pub reason: String,
+}
+
+/// A passive mark an agent is asked to confirm: the answer to its report lists the marks
+/// on its site's members, and the agent names the one its fresh probes answer in
+/// [`MemberObservation::passive_confirmed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassivePending {
+    pub service: String,
+    pub node: String,
+    /// The mark's index ([`crate::PassiveMark::index`]).
+    pub mark: u64,
+}
+
+impl Command {
+    /// The oldest wire version that can apply this command: what its envelope carries, so
+    /// a replica not yet upgraded stops only on a command it truly cannot apply (during a
+    /// rolling upgrade, agent reports and admin actions keep flowing to every node).
+    pub fn wire_version(&self) -> u16 {
+        match self {
+            Command::AgentReport(report)
+                if report.members.iter().any(|m| m.passive_confirmed.is_some()) =>
+            {
+                3
+            }
+            Command::AgentReport(_) | Command::Admin(_) | Command::RttSamples(_) => 1,
+            Command::Deployment(_) => 2,
+            Command::PassiveReport(_) => 3,
+        }
+    }
 }
 
 /// A site agent's report: the state of the members it probes.
@@ -119,6 +170,11 @@ pub struct MemberObservation {
     /// For a slot of a discovered group: the address the agent assigned to it (`None`
     /// when the name resolves to fewer addresses than there are slots).
     pub address: Option<std::net::IpAddr>,
+    /// The newest passive mark (by index) that `rise` probes in a row, all made after the
+    /// agent learned of it, found the member serving. Absent from agents before version 3,
+    /// which confirm nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive_confirmed: Option<u64>,
 }
 
 /// What an admin action applies to, by name.
@@ -172,6 +228,10 @@ pub struct RttSample {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Written {
     pub index: u64,
+    /// For an agent's report: the passive marks on its site's members it is to confirm
+    /// (none from a node before version 3, which sets no marks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passive: Vec<PassivePending>,
 }
 
 /// Every error the admin API answers with.

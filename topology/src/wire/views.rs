@@ -104,6 +104,10 @@ pub struct MemberView {
     pub agent_admin: AdminState,
     /// Smoothed probe latency, when probes report one.
     pub latency_us: Option<u32>,
+    /// A proxy's passive mark, until the agent confirms recovery (absent from nodes
+    /// before wire version 3, which set none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive: Option<crate::state::PassiveMark>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

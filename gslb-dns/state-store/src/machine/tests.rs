@@ -88,9 +88,36 @@ fn report(
                 weight_percent: *weight,
                 agent_admin: AdminState::Active,
                 address: None,
+                passive_confirmed: None,
             })
             .collect(),
     })
+}
+
+fn passive(site: &str, members: &[(&str, &str)]) -> Command {
+    Command::PassiveReport(topology::wire::PassiveReport {
+        site: site.into(),
+        proxy: format!("{site}-proxy"),
+        members: members
+            .iter()
+            .map(|(service, node)| topology::wire::PassiveObservation {
+                service: (*service).into(),
+                node: (*node).into(),
+                reason: "3 failures in a row: connect_refused".into(),
+            })
+            .collect(),
+    })
+}
+
+/// An agent report of fra-1 up, confirming passive mark `confirmed`.
+fn confirming(sequence: u64, confirmed: Option<u64>) -> Command {
+    let Command::AgentReport(mut report) =
+        report("fra", "agent-fra", sequence, &[("fra-1", Up, "ok", 100)])
+    else {
+        unreachable!()
+    };
+    report.members[0].passive_confirmed = confirmed;
+    Command::AgentReport(report)
 }
 
 fn admin(target: Target, admin: AdminState) -> Command {
@@ -329,6 +356,7 @@ fn only_the_agent_undoes_what_the_agent_set() {
                 weight_percent: 100,
                 agent_admin,
                 address: None,
+                passive_confirmed: None,
             }],
         })
     };
@@ -559,4 +587,131 @@ fn a_site_keeps_a_bounded_number_of_agents_dropping_the_longest_silent() {
     assert!(fra.contains(&&format!("fra-agent-{}", AGENTS_PER_SITE + 9)));
     // Another site's agents are not touched.
     assert!(machine.agents.contains_key("iad-agent"));
+}
+
+#[test]
+fn a_passive_mark_holds_a_member_out_until_its_agent_confirms_it() {
+    let both_up = report(
+        "fra",
+        "agent-fra",
+        1,
+        &[("fra-1", Up, "ok", 100), ("fra-2", Up, "ok", 100)],
+    );
+    let (machine, outcomes) = run(vec![
+        both_up,
+        // index 3: marks fra-1.
+        passive("fra", &[("s3", "fra-1")]),
+        // index 4: fra-2 would leave fra with no member: past the limit (one of two).
+        passive("fra", &[("s3", "fra-2")]),
+        // index 5: a proxy speaks for its own site only; index 6: nothing could confirm the
+        // recovery of a member without a check.
+        passive("iad", &[("s3", "fra-1"), ("s3", "nope")]),
+        passive("fra", &[("static", "f")]),
+        // index 7: a report without a confirmation, then one of an older mark.
+        confirming(2, None),
+        confirming(3, Some(2)),
+    ]);
+    assert_eq!(outcomes[1], Outcome::Applied);
+    let Outcome::Ignored(why) = &outcomes[2] else {
+        panic!("{:?}", outcomes[2])
+    };
+    assert!(
+        why.contains("1 of 2 members of s3 at fra already marked"),
+        "{why}"
+    );
+    let Outcome::Ignored(why) = &outcomes[3] else {
+        panic!("{:?}", outcomes[3])
+    };
+    assert!(why.contains("s3/fra-1: not a member of site iad"), "{why}");
+    assert!(why.contains("s3/nope: no such member"), "{why}");
+    assert_eq!(
+        outcomes[4],
+        Outcome::Ignored("static/f: no check could confirm its recovery".into())
+    );
+
+    let deployment = deployment();
+    let verdict = |machine: &Machine, node: &str| {
+        let id = deployment.member_by_name("s3", node).unwrap();
+        let state = machine.state(&deployment);
+        (
+            topology::select::member_verdict(
+                &deployment,
+                &state,
+                id,
+                topology::Family::V4,
+                Timestamp(7000),
+            ),
+            topology::select::proxy_verdict(&deployment, &state, id),
+        )
+    };
+    let mark = machine.members["s3/fra-1"].passive.clone().expect("marked");
+    assert_eq!(
+        (mark.index, mark.at, mark.by.as_str()),
+        (3, Timestamp(3000), "fra-proxy")
+    );
+    let (dns, proxy) = verdict(&machine, "fra-1");
+    let Err(topology::select::Ineligible::Passive(seen)) = dns else {
+        panic!("{dns:?}")
+    };
+    assert_eq!(
+        seen,
+        "3 failures in a row: connect_refused (proxy fra-proxy, awaiting the agent's confirmation)"
+    );
+    assert!(proxy.is_err(), "the site's proxies stop using it too");
+    assert_eq!(
+        projected(&machine, "s3", "fra-1").0,
+        Up,
+        "the agent's own verdict stands"
+    );
+    assert_eq!(verdict(&machine, "fra-2").0, Ok(100));
+
+    // The agent confirms the mark it was told of: the member is back.
+    let mut machine = machine;
+    assert_eq!(
+        apply(&mut machine, 9, &envelope(9000, confirming(4, Some(3)))),
+        Outcome::Applied
+    );
+    assert!(machine.members["s3/fra-1"].passive.is_none());
+    assert_eq!(verdict(&machine, "fra-1").0, Ok(100));
+    let changes: Vec<&str> = machine
+        .history
+        .iter()
+        .filter(|c| c.target == "member s3/fra-1")
+        .map(|c| c.change.as_str())
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "health up: ok",
+            "passive down: 3 failures in a row: connect_refused",
+            "passive mark of index 3 cleared"
+        ]
+    );
+    // A member the agent already says is down gets no mark (nothing to add).
+    let down = report("fra", "agent-fra", 5, &[("fra-2", Down, "refused", 100)]);
+    assert_eq!(
+        apply(&mut machine, 10, &envelope(10_000, down)),
+        Outcome::Applied
+    );
+    assert_eq!(
+        apply(
+            &mut machine,
+            11,
+            &envelope(11_000, passive("fra", &[("s3", "fra-2")]))
+        ),
+        Outcome::Applied
+    );
+    assert!(machine.members["s3/fra-2"].passive.is_none());
+}
+
+#[test]
+fn commands_carry_the_oldest_wire_version_that_applies_them() {
+    assert_eq!(
+        report("fra", "a", 1, &[("fra-1", Up, "ok", 100)]).wire_version(),
+        1
+    );
+    assert_eq!(confirming(1, Some(3)).wire_version(), 3);
+    assert_eq!(passive("fra", &[("s3", "fra-1")]).wire_version(), 3);
+    assert_eq!(change(CONFIG, None).wire_version(), 2);
+    assert!(passive("fra", &[]).wire_version() <= WIRE_VERSION);
 }

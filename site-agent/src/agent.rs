@@ -160,39 +160,49 @@ async fn run_probe(target: &Target, credentials: Option<&Credentials>) -> Verdic
     bounded(check.timeout, work).await
 }
 
+/// A hedge attempt still running when its probe's verdict was given: the member's next
+/// probe (it started half a timeout after the failed one, on a fresh connection).
+type Carried = tokio::task::JoinHandle<Verdict>;
+
 /// Runs the check with a hedge: when the first attempt has not finished by half the
 /// timeout, a second starts beside it on a fresh connection, and the first success wins.
 /// One lost segment (a retransmission after 200 ms or more, a second for a SYN) then delays
 /// a probe instead of failing it, so loss on the probe path does not remove a healthy
-/// member. A member that says no (a hard failure) is believed at once; a hung one fails
-/// both at the timeout, measured from the first start, so a hang is found as fast as
-/// without the hedge.
-async fn hedged_probe(target: &Target, credentials: Option<&Credentials>) -> Verdict {
-    let timeout = target.check.timeout;
-    let started = tokio::time::Instant::now();
+/// member. A member that says no (a hard failure) is believed at once. When the first
+/// attempt times out with the hedge still waiting, the timeout is the verdict and the hedge
+/// is handed back to be the next probe: a hung member then fails its second probe half a
+/// timeout after its first, each attempt having waited a whole timeout.
+async fn hedged_probe(
+    target: &Target,
+    credentials: Option<&Credentials>,
+) -> (Verdict, Option<Carried>) {
     let first = run_probe(target, credentials);
     tokio::pin!(first);
     tokio::select! {
-        verdict = &mut first => return verdict,
-        _ = tokio::time::sleep(timeout / 2) => {}
+        verdict = &mut first => return (verdict, None),
+        _ = tokio::time::sleep(target.check.timeout / 2) => {}
     }
-    let second = bounded(
-        timeout.saturating_sub(started.elapsed()),
-        run_probe(target, credentials),
-    );
-    tokio::pin!(second);
-    let (verdict, first_done) = tokio::select! {
-        verdict = &mut first => (verdict, true),
-        verdict = &mut second => (verdict, false),
+    let mut hedge: Carried = {
+        let (target, credentials) = (target.clone(), credentials.cloned());
+        tokio::spawn(async move { run_probe(&target, credentials.as_ref()).await })
     };
-    if verdict.ok || verdict.hard {
-        return verdict;
-    }
-    // One attempt failed softly (a timeout, say): the other decides.
-    if first_done {
-        second.await
-    } else {
-        first.await
+    tokio::select! {
+        verdict = &mut first => {
+            if verdict.ok || verdict.hard {
+                hedge.abort();
+                return (verdict, None);
+            }
+            // The first failed softly (a timeout, say) and the hedge is still out.
+            (verdict, Some(hedge))
+        }
+        joined = &mut hedge => {
+            let verdict = joined.unwrap_or_else(|_| Verdict::fail(Instant::now(), "probe task ended"));
+            if verdict.ok || verdict.hard {
+                return (verdict, None);
+            }
+            // The hedge failed softly first: the first attempt decides.
+            (first.await, None)
+        }
     }
 }
 
@@ -215,6 +225,7 @@ async fn member_loop(
     tokio::time::sleep(offset(&target)).await;
     let key = (target.service.clone(), target.node.clone());
     let mut next = Instant::now();
+    let mut carried: Option<Carried> = None;
     loop {
         // A slot of a discovered group probes whatever address it holds now, if any.
         let mut target = target.clone();
@@ -239,9 +250,19 @@ async fn member_loop(
             .map(|t| t.wake.clone())
             .unwrap_or_default();
         let started = Instant::now();
-        let verdict = match limit.acquire().await {
-            Ok(_permit) => hedged_probe(&target, credentials.as_ref()).await,
-            Err(_) => return,
+        let verdict = match carried.take() {
+            // The last probe's hedge is still out: it is this probe.
+            Some(hedge) => hedge
+                .await
+                .unwrap_or_else(|_| Verdict::fail(started, "probe task ended")),
+            None => match limit.acquire().await {
+                Ok(_permit) => {
+                    let (verdict, hedge) = hedged_probe(&target, credentials.as_ref()).await;
+                    carried = hedge;
+                    verdict
+                }
+                Err(_) => return,
+            },
         };
         let feedback = match target.agent {
             Some(agent) => match read_feedback(agent, target.check.timeout).await {
@@ -293,6 +314,10 @@ async fn member_loop(
             if next < now {
                 next = now + target.check.interval;
             }
+        }
+        if carried.is_some() {
+            // The next probe is already out (the hedge of this one).
+            continue;
         }
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}
@@ -692,23 +717,31 @@ members = [{{ site = "fra", node = "a", address = "127.0.0.1", port = {port} }}]
     #[tokio::test]
     async fn a_probe_stalled_on_its_first_connection_is_answered_by_its_hedge() {
         let target = member(|n| n == 1).await;
-        let verdict = hedged_probe(&target, None).await;
+        let (verdict, carried) = hedged_probe(&target, None).await;
         assert!(verdict.ok, "{verdict:?}");
+        assert!(carried.is_none());
         let alone = bounded(target.check.timeout, run_probe(&target, None)).await;
         assert!(alone.ok, "later connections are answered: {alone:?}");
     }
 
     #[tokio::test]
-    async fn a_hung_member_fails_at_the_timeout_from_the_first_start_not_later() {
+    async fn a_hung_member_fails_at_the_timeout_and_its_hedge_is_the_next_probe() {
         let target = member(|_| true).await;
+        let timeout = target.check.timeout;
         let started = Instant::now();
-        let verdict = hedged_probe(&target, None).await;
+        let (verdict, carried) = hedged_probe(&target, None).await;
         let took = started.elapsed();
-        assert_eq!(verdict.reason, "timeout");
-        assert!(!verdict.hard);
+        assert_eq!((verdict.reason.as_str(), verdict.hard), ("timeout", false));
         assert!(
-            took >= target.check.timeout && took < target.check.timeout * 3 / 2,
-            "the hedge must not extend the timeout: {took:?}"
+            took >= timeout && took < timeout * 5 / 4,
+            "the first attempt's timeout decides: {took:?}"
+        );
+        let next = carried.expect("the hedge is handed back").await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(next.reason, "timeout");
+        assert!(
+            took >= timeout * 3 / 2 && took < timeout * 7 / 4,
+            "the hedge waited a whole timeout from half a timeout in: {took:?}"
         );
     }
 }

@@ -6,7 +6,9 @@
 //! - **hard**: the S3 node `fra-1` is killed (SIGKILL: connections refused), then
 //!   restarted on the same address;
 //! - **hang**: `fra-1` is stopped (SIGSTOP: the kernel still accepts, nothing answers),
-//!   then continued.
+//!   then continued;
+//! - **proxied**: a hard kill while a client sends a request every 10 ms through fra's S3
+//!   proxy: the proxy's ejection report (passive health) races the agent's probes.
 //!
 //! Measured: from the kill to the moment the last of the three DNS nodes stops answering
 //! `fra-1` to a fra client (each node asked every 5 ms over UDP); p50, p95 and max. Between
@@ -15,11 +17,31 @@
 //! Run with `bench/failover/run.sh` (release build). Knobs: KILLS (default 20).
 #![allow(clippy::print_stdout)]
 
-use std::net::{IpAddr, SocketAddr};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use portico_client::dns::{Question, ask};
-use tests::{Running, S3Node, runtime};
+use tests::{ProxyNode, Running, S3Node, free_port, runtime};
+
+/// A client of the proxy at `proxy`: a request on a new connection every 10 ms until `stop`.
+fn client(proxy: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(mut stream) = TcpStream::connect(proxy) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = stream.write_all(
+                    b"GET /bucket/object HTTP/1.1\r\nHost: s3\r\nConnection: close\r\n\r\n",
+                );
+                let mut reply = Vec::new();
+                let _ = stream.read_to_end(&mut reply);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -90,6 +112,22 @@ fn main() {
         })
         .collect();
     let dns: Vec<SocketAddr> = nodes.iter().map(|n| n.dns).collect();
+    let proxy: SocketAddr = format!("127.0.10.100:{}", free_port("127.0.10.100"))
+        .parse()
+        .expect("an address");
+    let state_from: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("\"{}\"", n.admin.unwrap()))
+        .collect();
+    let _proxy = ProxyNode::start(
+        &format!(
+            "{base}\n[proxy]\nsite = \"fra\"\nstate_from = [{}]\nrtt_report_interval = \"0s\"\n\n\
+             [[proxy.listener]]\nname = \"s3\"\nprotocol = \"s3\"\nlisten = \"{proxy}\"\nservice = \"s3\"\n",
+            state_from.join(", ")
+        ),
+        1,
+        &[],
+    );
     let victim: IpAddr = s3[0].2.addr.ip();
     let rt = runtime();
     rt.block_on(until_all(&dns, victim, true, Duration::from_secs(30)))
@@ -98,31 +136,37 @@ fn main() {
         "failover bench: 3 gslb-dns nodes, default s3 check, {kills} kills each; \
          kill -> the last node stops answering fra-1"
     );
-    for mode in ["hard", "hang"] {
+    for mode in ["hard", "hang", "proxied"] {
         let mut times = Vec::new();
         let mut missed = 0;
+        let stop = Arc::new(AtomicBool::new(false));
+        let traffic = (mode == "proxied").then(|| client(proxy, stop.clone()));
         for _ in 0..kills {
             // Let the member settle (rise) and the schedule drift between runs.
             std::thread::sleep(Duration::from_millis(300 + (times.len() as u64 * 37) % 500));
             let killed = Instant::now();
             match mode {
-                "hard" => s3[0].2.kill(),
-                _ => s3[0].2.signal("-STOP"),
+                "hang" => s3[0].2.signal("-STOP"),
+                _ => s3[0].2.kill(),
             }
             match rt.block_on(until_all(&dns, victim, false, Duration::from_secs(10))) {
                 Some(_) => times.push(killed.elapsed()),
                 None => missed += 1,
             }
             match mode {
-                "hard" => s3[0].2.restart(),
-                _ => s3[0].2.signal("-CONT"),
+                "hang" => s3[0].2.signal("-CONT"),
+                _ => s3[0].2.restart(),
             }
             rt.block_on(until_all(&dns, victim, true, Duration::from_secs(30)))
                 .expect("fra-1 never came back on every node");
         }
+        stop.store(true, Ordering::Relaxed);
+        if let Some(traffic) = traffic {
+            let _ = traffic.join();
+        }
         times.sort();
         println!(
-            "{mode:<5} n={} p50={:.3}s p95={:.3}s max={:.3}s missed={missed}",
+            "{mode:<7} n={} p50={:.3}s p95={:.3}s max={:.3}s missed={missed}",
             times.len(),
             percentile(&times, 0.5).as_secs_f64(),
             percentile(&times, 0.95).as_secs_f64(),

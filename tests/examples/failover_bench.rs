@@ -89,6 +89,24 @@ async fn until_all(
     None
 }
 
+/// Prints what the history says of `fra-1` around a slow kill (times from the kill), to
+/// tell a late verdict from a slow apply.
+fn outlier(admin: SocketAddr, killed_ms: i64, took: Duration) {
+    let (_, body) = tests::http(admin, "GET", "/api/v1/history", None);
+    let history: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let changes: Vec<String> = history["changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["target"] == "member s3/fra-1")
+        .filter_map(|c| {
+            let at = c["at"].as_i64()? - killed_ms;
+            (at > -2000).then(|| format!("{at:+} ms {} ({})", c["change"], c["who"]))
+        })
+        .collect();
+    println!("  outlier {:.3}s: {changes:?}", took.as_secs_f64());
+}
+
 fn main() {
     let kills = tests::env_number("KILLS", 20) as usize;
     let mut s3 = vec![
@@ -112,6 +130,7 @@ fn main() {
         })
         .collect();
     let dns: Vec<SocketAddr> = nodes.iter().map(|n| n.dns).collect();
+    let admin = nodes[0].admin.expect("the admin API");
     let proxy: SocketAddr = format!("127.0.10.100:{}", free_port("127.0.10.100"))
         .parse()
         .expect("an address");
@@ -145,12 +164,22 @@ fn main() {
             // Let the member settle (rise) and the schedule drift between runs.
             std::thread::sleep(Duration::from_millis(300 + (times.len() as u64 * 37) % 500));
             let killed = Instant::now();
+            let killed_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as i64;
             match mode {
                 "hang" => s3[0].2.signal("-STOP"),
                 _ => s3[0].2.kill(),
             }
             match rt.block_on(until_all(&dns, victim, false, Duration::from_secs(10))) {
-                Some(_) => times.push(killed.elapsed()),
+                Some(_) => {
+                    let took = killed.elapsed();
+                    times.push(took);
+                    if took > Duration::from_millis(600) {
+                        outlier(admin, killed_ms, took);
+                    }
+                }
                 None => missed += 1,
             }
             match mode {

@@ -14,6 +14,11 @@
 //! `fra-1` to a fra client (each node asked every 5 ms over UDP); p50, p95 and max. Between
 //! kills the member must be back in every node's answers.
 //!
+//! Side by side, on the same kills: gdnsd (when installed; `run.sh` installs it) serving the
+//! same name from `multifo` over fra-1 and fra-2 with its fastest documented monitoring
+//! (`http_status`, `interval` 2 s, its minimum, `timeout` 1 s, `down_thresh` and
+//! `up_thresh` 1), asked the same way.
+//!
 //! Run with `bench/failover/run.sh` (release build). Knobs: KILLS (default 20).
 #![allow(clippy::print_stdout)]
 
@@ -24,7 +29,65 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use portico_client::dns::{Question, ask};
-use tests::{ProxyNode, Running, S3Node, free_port, runtime};
+use tests::{ProxyNode, Running, S3Node, TempDir, free_port, runtime};
+
+/// gdnsd serving `s3.storage.example` from `multifo` over the fra members on `port`, with
+/// its fastest monitoring; killed on drop.
+struct Gdnsd {
+    dns: SocketAddr,
+    _running: Running,
+    _dir: TempDir,
+}
+
+impl Gdnsd {
+    fn start(port: u16) -> Option<Gdnsd> {
+        if std::process::Command::new("gdnsd")
+            .arg("-h")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_err()
+        {
+            println!("gdnsd is not installed (bench/failover/run.sh installs it): no peer figures");
+            return None;
+        }
+        let dir = TempDir::new("gdnsd");
+        let dns: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+            .parse()
+            .expect("an address");
+        for sub in ["zones", "run", "state"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("gdnsd directories");
+        }
+        let root = dir.path().display();
+        dir.write(
+            "config",
+            format!(
+                "options => {{ listen => [ {dns} ], min_ttl => 0, run_dir => {root}/run, state_dir => {root}/state }}\n\
+                 service_types => {{ s3http => {{ plugin => http_status, port => {port}, url_path => /, \
+                 ok_codes => [ 200, 403 ], up_thresh => 1, ok_thresh => 1, down_thresh => 1, interval => 2, timeout => 1 }} }}\n\
+                 plugins => {{ multifo => {{ s3 => {{ service_types => [ s3http ], fra1 => 127.0.10.1, fra2 => 127.0.10.2 }} }} }}\n"
+            ),
+        );
+        dir.write(
+            "zones/storage.example",
+            "$TTL 1\n@ 3600 SOA ns1 hostmaster 1 3600 600 86400 1\n@ 3600 NS ns1\nns1 3600 A 127.0.0.1\ns3 1/1 DYNA multifo!s3\n",
+        );
+        let log = std::fs::File::create(dir.path().join("gdnsd.log")).expect("gdnsd log");
+        let child = std::process::Command::new("gdnsd")
+            .arg("-c")
+            .arg(dir.path())
+            .args(["-f", "start"])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start gdnsd");
+        Some(Gdnsd {
+            dns,
+            _running: Running(child),
+            _dir: dir,
+        })
+    }
+}
 
 /// A client of the proxy at `proxy`: a request on a new connection every 10 ms until `stop`.
 fn client(proxy: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
@@ -109,9 +172,12 @@ fn outlier(admin: SocketAddr, killed_ms: i64, took: Duration) {
 
 fn main() {
     let kills = tests::env_number("KILLS", 20) as usize;
+    // fra's members share a port, as gdnsd's per-port health checks want them.
+    let port = free_port("127.0.10.1");
+    let on = |ip: &str| format!("{ip}:{port}").parse().expect("an address");
     let mut s3 = vec![
-        ("fra", "fra-1", S3Node::start("127.0.10.1")),
-        ("fra", "fra-2", S3Node::start("127.0.10.2")),
+        ("fra", "fra-1", S3Node::start_at(on("127.0.10.1"))),
+        ("fra", "fra-2", S3Node::start_at(on("127.0.10.2"))),
         ("iad", "iad-1", S3Node::start("127.0.20.1")),
         ("sin", "sin-1", S3Node::start("127.0.30.1")),
     ];
@@ -151,6 +217,10 @@ fn main() {
     let rt = runtime();
     rt.block_on(until_all(&dns, victim, true, Duration::from_secs(30)))
         .expect("fra-1 never answered on every node");
+    let peer = Gdnsd::start(port);
+    let peer_dns: Vec<SocketAddr> = peer.iter().map(|p| p.dns).collect();
+    rt.block_on(until_all(&peer_dns, victim, true, Duration::from_secs(30)))
+        .expect("gdnsd never answered fra-1");
     println!(
         "failover bench: 3 gslb-dns nodes, default s3 check, {kills} kills each; \
          kill -> the last node stops answering fra-1"
@@ -158,12 +228,13 @@ fn main() {
     for mode in ["hard", "hang", "proxied"] {
         let mut times = Vec::new();
         let mut missed = 0;
+        let mut peer_times = Vec::new();
+        let mut peer_missed = 0;
         let stop = Arc::new(AtomicBool::new(false));
         let traffic = (mode == "proxied").then(|| client(proxy, stop.clone()));
         for _ in 0..kills {
             // Let the member settle (rise) and the schedule drift between runs.
             std::thread::sleep(Duration::from_millis(300 + (times.len() as u64 * 37) % 500));
-            let killed = Instant::now();
             let killed_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default()
@@ -172,9 +243,21 @@ fn main() {
                 "hang" => s3[0].2.signal("-STOP"),
                 _ => s3[0].2.kill(),
             }
-            match rt.block_on(until_all(&dns, victim, false, Duration::from_secs(10))) {
-                Some(_) => {
-                    let took = killed.elapsed();
+            let (ours, theirs) = rt.block_on(async {
+                tokio::join!(
+                    until_all(&dns, victim, false, Duration::from_secs(10)),
+                    until_all(&peer_dns, victim, false, Duration::from_secs(10)),
+                )
+            });
+            if !peer_dns.is_empty() {
+                match theirs {
+                    Some(took) => peer_times.push(took),
+                    None => peer_missed += 1,
+                }
+            }
+            match ours {
+                // Both were asked concurrently from the kill on: each its own time.
+                Some(took) => {
                     times.push(took);
                     if took > Duration::from_millis(600) {
                         outlier(admin, killed_ms, took);
@@ -188,6 +271,8 @@ fn main() {
             }
             rt.block_on(until_all(&dns, victim, true, Duration::from_secs(30)))
                 .expect("fra-1 never came back on every node");
+            rt.block_on(until_all(&peer_dns, victim, true, Duration::from_secs(30)))
+                .expect("fra-1 never came back in gdnsd's answers");
         }
         stop.store(true, Ordering::Relaxed);
         if let Some(traffic) = traffic {
@@ -201,6 +286,17 @@ fn main() {
             percentile(&times, 0.95).as_secs_f64(),
             times.last().copied().unwrap_or_default().as_secs_f64(),
         );
+        if !peer_dns.is_empty() {
+            peer_times.sort();
+            println!(
+                "{:<7} n={} p50={:.3}s p95={:.3}s max={:.3}s missed={peer_missed}  (gdnsd, same kills)",
+                "",
+                peer_times.len(),
+                percentile(&peer_times, 0.5).as_secs_f64(),
+                percentile(&peer_times, 0.95).as_secs_f64(),
+                peer_times.last().copied().unwrap_or_default().as_secs_f64(),
+            );
+        }
     }
     drop(s3.drain(..));
 }

@@ -550,6 +550,15 @@ impl S3Node {
             .collect()
     }
 
+    /// [`S3Node::start`] on the given address (several nodes on one port, one per IP, as a
+    /// peer's health checks configured per port want them).
+    pub fn start_at(listen: SocketAddr) -> S3Node {
+        let root = TempDir::new("s3");
+        let serve = root.path().to_path_buf();
+        let (child, addr) = Self::spawn_at(&listen.to_string(), &serve, &[]);
+        S3Node { child, addr, root }
+    }
+
     fn spawn(ip: &str, root: TempDir, serve: &Path, extra: &[&str]) -> S3Node {
         let (child, addr) = Self::spawn_at(&format!("{ip}:0"), serve, extra);
         S3Node { child, addr, root }

@@ -262,7 +262,7 @@ impl Metrics {
             (
                 "portico_proxy_passive_report_failures_total",
                 Kind::Counter,
-                "Reports of ejected members no store node took (the local ejection holds).",
+                "Reports of ejected members no store node took, or the store refused (the local ejection holds).",
                 &self.passive_report_failures,
             ),
             (

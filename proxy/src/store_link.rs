@@ -143,6 +143,12 @@ pub async fn post_passive(
                 );
                 &shared.metrics.passive_reports
             }
+            Err(e @ portico_client::ClientError::Refused { .. }) => {
+                // The store read the report and marked nothing (another site's member, no
+                // check, past the share a proxy may mark): the local ejection still holds.
+                tracing::warn!(error = %e, "the store marked none of the ejected members");
+                &shared.metrics.passive_report_failures
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "ejections not reported: no store node took them");
                 &shared.metrics.passive_report_failures

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PACKAGES=(dnsutils knot-dnsutils unbound protobuf-compiler samba smbclient libnfs-utils python3-boto3 chromium python3-websocket)
+PACKAGES=(dnsutils knot-dnsutils unbound iproute2 curl protobuf-compiler samba smbclient libnfs-utils python3-boto3 chromium python3-websocket)
 missing=()
 for package in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

@@ -19,6 +19,7 @@ pub mod drill;
 pub mod metrics;
 pub mod node;
 pub mod store;
+pub mod timeline;
 
 pub use control::Control;
 pub use dns::Snapshot;

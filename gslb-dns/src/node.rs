@@ -124,6 +124,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         )));
         dns.push(bound);
     }
+    let timeline = Arc::new(crate::timeline::Timeline::new());
+    tasks.push(tokio::spawn(crate::timeline::sample(
+        timeline.clone(),
+        metrics.counters.clone(),
+        shutdown_rx.clone(),
+    )));
     let mut admin_bound = None;
     let admin_tls = match &node.admin.tls {
         Some(files) => Some(Arc::new(
@@ -149,6 +155,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             dns: dns.clone(),
             drills: Arc::new(Drills::new(Some(drills_dir))),
             file_document: Arc::new(document.clone()),
+            timeline: timeline.clone(),
         };
         let gate = Arc::new(Gate {
             auth,

@@ -3,10 +3,13 @@
 //! (HAProxy agent-check), applies rise/fall hysteresis and reports to the state store.
 //!
 //! Parts: `probe` (one module per protocol, each bounded by a timeout and measured),
-//! `sigv4` (the S3 probe's signer), `feedback` (agent-check replies), `tracker` (pure: a
+//! `sigv4` (the S3 probe's signer), `target` (what to probe, and one check run hedged),
+//! `feedback` (agent-check replies), `tracker` (pure: a
 //! member's hysteresis, weight and load-feedback state) and `agent` (the run loop: probes
 //! spread over the interval, bounded concurrency, reports through the API client with a
-//! timeout per node and fail-over between nodes, and the store's deployment followed).
+//! timeout per node and fail-over between nodes, and the store's deployment followed),
+//! `vantage` (cross-site probes of another site's members, when the store asks because that
+//! site's agent has gone quiet).
 //!
 //! What it is not: a judge of the site as a whole (the store decides staleness), or a
 //! proxy.
@@ -17,5 +20,7 @@ pub mod feedback;
 pub mod metrics;
 pub mod probe;
 pub mod sigv4;
+pub mod target;
 pub mod tls;
 pub mod tracker;
+pub mod vantage;

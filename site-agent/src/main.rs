@@ -9,8 +9,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use portico_client::{ApiClient, ClientOptions};
-use site_agent::agent::{AgentSetup, run, targets};
+use site_agent::agent::{AgentSetup, run};
 use site_agent::sigv4::Credentials;
+use site_agent::target::targets;
 
 /// Portico's site agent.
 #[derive(Debug, Parser)]

@@ -8,7 +8,13 @@
 //! - **hang**: `fra-1` is stopped (SIGSTOP: the kernel still accepts, nothing answers),
 //!   then continued;
 //! - **proxied**: a hard kill while a client sends a request every 10 ms through fra's S3
-//!   proxy: the proxy's ejection report (passive health) races the agent's probes.
+//!   proxy: the proxy's ejection report (passive health) races the agent's probes;
+//! - **site**: the whole of fra at once: its agent (SIGKILL) and both its S3 nodes. With
+//!   its agent silent, the store asks iad's and sin's agents to probe fra's members across
+//!   sites; nobody reaches them, so fra leaves when its telemetry turns stale (`stale_after`,
+//!   2 s at the default check), with no member ever reported down by its own agent. Timed
+//!   until the last node answers a fra client with neither fra member. (gdnsd's `multifo`
+//!   over fra's two members fails open when both are down, so it has no figure here.)
 //!
 //! Measured: from the kill to the moment the last of the three DNS nodes stops answering
 //! `fra-1` to a fra client (each node asked every 5 ms over UDP); p50, p95 and max. Between
@@ -127,29 +133,53 @@ async fn answer(dns: SocketAddr) -> Vec<IpAddr> {
     }
 }
 
-/// Waits until every node's answer does (`present`) or does not contain `address`; the time
-/// it took, or `None` after `limit`.
+/// Waits until every node's answer satisfies `done` (asked in turn, each until it does);
+/// the time it took, or `None` after `limit`.
+async fn until_every(
+    nodes: &[SocketAddr],
+    limit: Duration,
+    done: impl Fn(&[IpAddr]) -> bool,
+) -> Option<Duration> {
+    let started = Instant::now();
+    let mut finished = vec![false; nodes.len()];
+    while started.elapsed() < limit {
+        for (i, dns) in nodes.iter().enumerate() {
+            if !finished[i] {
+                let answers = answer(*dns).await;
+                finished[i] = !answers.is_empty() && done(&answers);
+            }
+        }
+        if finished.iter().all(|d| *d) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+/// Waits until every node's answer does (`present`) or does not contain `address`.
 async fn until_all(
     nodes: &[SocketAddr],
     address: IpAddr,
     present: bool,
     limit: Duration,
 ) -> Option<Duration> {
-    let started = Instant::now();
-    let mut done = vec![false; nodes.len()];
-    while started.elapsed() < limit {
-        for (i, dns) in nodes.iter().enumerate() {
-            if !done[i] {
-                let answers = answer(*dns).await;
-                done[i] = !answers.is_empty() && answers.contains(&address) == present;
-            }
-        }
-        if done.iter().all(|d| *d) {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    None
+    until_every(nodes, limit, |answers| {
+        answers.contains(&address) == present
+    })
+    .await
+}
+
+/// Waits until no node's answer contains any of `addresses`.
+async fn until_none(
+    nodes: &[SocketAddr],
+    addresses: &[IpAddr],
+    limit: Duration,
+) -> Option<Duration> {
+    until_every(nodes, limit, |answers| {
+        !answers.iter().any(|a| addresses.contains(a))
+    })
+    .await
 }
 
 /// Prints what the history says of `fra-1` around a slow kill (times from the kill), to
@@ -186,14 +216,14 @@ fn main() {
     let base = tests::three_site_deployment(&members, r#"{ kind = "s3", bucket = "bucket" }"#);
     let nodes = tests::three_node_store(&base);
     let config_path = nodes[0].dir.write("agents.toml", &base);
-    let _agents: Vec<Running> = ["fra", "iad", "sin"]
+    let agent = |i: usize, site: &str| {
+        let order: Vec<SocketAddr> = (0..3).map(|j| nodes[(i + j) % 3].admin.unwrap()).collect();
+        tests::site_agent(&config_path, site, &order, &[])
+    };
+    let mut agents: Vec<Option<Running>> = ["fra", "iad", "sin"]
         .iter()
         .enumerate()
-        .map(|(i, site)| {
-            let order: Vec<SocketAddr> =
-                (0..3).map(|j| nodes[(i + j) % 3].admin.unwrap()).collect();
-            tests::site_agent(&config_path, site, &order, &[])
-        })
+        .map(|(i, site)| Some(agent(i, site)))
         .collect();
     let dns: Vec<SocketAddr> = nodes.iter().map(|n| n.dns).collect();
     let admin = nodes[0].admin.expect("the admin API");
@@ -225,7 +255,8 @@ fn main() {
         "failover bench: 3 gslb-dns nodes, default s3 check, {kills} kills each; \
          kill -> the last node stops answering fra-1"
     );
-    for mode in ["hard", "hang", "proxied"] {
+    let fra: Vec<IpAddr> = vec![s3[0].2.addr.ip(), s3[1].2.addr.ip()];
+    for mode in ["hard", "hang", "proxied", "site"] {
         let mut times = Vec::new();
         let mut missed = 0;
         let mut peer_times = Vec::new();
@@ -241,15 +272,24 @@ fn main() {
                 .as_millis() as i64;
             match mode {
                 "hang" => s3[0].2.signal("-STOP"),
+                "site" => {
+                    drop(agents[0].take());
+                    s3[0].2.kill();
+                    s3[1].2.kill();
+                }
                 _ => s3[0].2.kill(),
             }
             let (ours, theirs) = rt.block_on(async {
-                tokio::join!(
-                    until_all(&dns, victim, false, Duration::from_secs(10)),
-                    until_all(&peer_dns, victim, false, Duration::from_secs(10)),
-                )
+                if mode == "site" {
+                    (until_none(&dns, &fra, Duration::from_secs(10)).await, None)
+                } else {
+                    tokio::join!(
+                        until_all(&dns, victim, false, Duration::from_secs(10)),
+                        until_all(&peer_dns, victim, false, Duration::from_secs(10)),
+                    )
+                }
             });
-            if !peer_dns.is_empty() {
+            if !peer_dns.is_empty() && mode != "site" {
                 match theirs {
                     Some(took) => peer_times.push(took),
                     None => peer_missed += 1,
@@ -259,7 +299,7 @@ fn main() {
                 // Both were asked concurrently from the kill on: each its own time.
                 Some(took) => {
                     times.push(took);
-                    if took > Duration::from_millis(600) {
+                    if took > Duration::from_millis(600) && mode != "site" {
                         outlier(admin, killed_ms, took);
                     }
                 }
@@ -267,6 +307,11 @@ fn main() {
             }
             match mode {
                 "hang" => s3[0].2.signal("-CONT"),
+                "site" => {
+                    s3[0].2.restart();
+                    s3[1].2.restart();
+                    agents[0] = Some(agent(0, "fra"));
+                }
                 _ => s3[0].2.restart(),
             }
             rt.block_on(until_all(&dns, victim, true, Duration::from_secs(30)))
@@ -286,7 +331,7 @@ fn main() {
             percentile(&times, 0.95).as_secs_f64(),
             times.last().copied().unwrap_or_default().as_secs_f64(),
         );
-        if !peer_dns.is_empty() {
+        if !peer_dns.is_empty() && mode != "site" {
             peer_times.sort();
             println!(
                 "{:<7} n={} p50={:.3}s p95={:.3}s max={:.3}s missed={peer_missed}  (gdnsd, same kills)",

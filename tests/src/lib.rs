@@ -5,6 +5,7 @@
 //! What it is not: a mock of anything. Binaries come from `target/<profile>/` (the test
 //! command builds them first with `cargo build --workspace --bins`).
 
+pub mod netns;
 pub mod relay;
 
 use std::io::{BufRead, BufReader, Read};
@@ -915,6 +916,7 @@ pub fn agent_report(
                 passive_confirmed: None,
             })
             .collect(),
+        vantage: Vec::new(),
     };
     serde_json::to_string(&report).expect("a report encodes")
 }

@@ -103,17 +103,21 @@ impl Explain {
             self.explanation.order_source
         ));
         for site in &self.explanation.sites {
-            let skipped: Vec<String> = site
+            let remarks: Vec<String> = site
                 .members
                 .iter()
-                .filter_map(|m| m.ineligible.as_ref().map(|why| format!("{} {why}", m.node)))
+                .filter_map(|m| match (&m.ineligible, &m.note) {
+                    (Some(why), _) => Some(format!("{} {why}", m.node)),
+                    (None, Some(note)) => Some(format!("{} {note}", m.node)),
+                    (None, None) => None,
+                })
                 .collect();
             let mut line = site.headline();
             if let Some(km) = site.distance_km {
                 line.push_str(&format!(" {km:.0}km"));
             }
-            if !skipped.is_empty() {
-                line.push_str(&format!(" ({})", skipped.join("; ")));
+            if !remarks.is_empty() {
+                line.push_str(&format!(" ({})", remarks.join("; ")));
             }
             line.truncate(250);
             lines.push(line);

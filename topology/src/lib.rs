@@ -36,4 +36,6 @@ pub use geo::{ClientLocation, GeoLocation};
 pub use model::*;
 pub use name::DomainName;
 pub use select::{ClientClass, Family, Selection, Variant, classify, select};
-pub use state::{AdminState, Health, MemberState, PassiveMark, SiteState, State, Timestamp};
+pub use state::{
+    AdminState, Health, MemberState, PassiveMark, SiteState, State, Timestamp, VantageSeen,
+};

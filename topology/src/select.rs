@@ -103,6 +103,9 @@ pub enum Ineligible {
     SiteForcedDown,
     /// The site's agent has not reported within `stale_after` (age in ms, `None` = never).
     SiteStale(Option<u64>),
+    /// The site's agent is silent and the other sites' agents, probing the member across
+    /// sites, did not reach it (the age of the last report, and who tried).
+    SiteUnreachable(u64, Vec<String>),
     ZeroWeight,
     /// A proxy saw its connections fail; out until the agent's probes confirm recovery
     /// (what failed, and which proxy saw it).
@@ -126,6 +129,11 @@ impl std::fmt::Display for Ineligible {
             Ineligible::SiteForcedDown => write!(f, "site forced down"),
             Ineligible::SiteStale(Some(age)) => write!(f, "site telemetry stale ({age} ms old)"),
             Ineligible::SiteStale(None) => write!(f, "site agent never reported"),
+            Ineligible::SiteUnreachable(age, from) => write!(
+                f,
+                "site telemetry stale ({age} ms old), unreachable from {}",
+                from.join(", ")
+            ),
             Ineligible::ZeroWeight => write!(f, "load feedback weight 0"),
             Ineligible::Passive(seen) => write!(f, "passively down: {seen}"),
         }
@@ -245,15 +253,82 @@ fn verdict(
     passive(ms)?;
     let service = deployment.service(member.service);
     if service.check.is_some() {
-        let age = site.last_report.map(|t| now.saturating_since(t));
-        if age.is_none_or(|age| age > service.stale_after.as_millis() as u64) {
-            return Err(Ineligible::SiteStale(age));
+        let stale_after = service.stale_after.as_millis() as u64;
+        match site.last_report.map(|t| now.saturating_since(t)) {
+            None => return Err(Ineligible::SiteStale(None)),
+            Some(age) if age > stale_after => match vantage(ms, stale_after, now) {
+                Vantage::Confirmed(_) => {}
+                Vantage::Unreachable(from) => {
+                    return Err(Ineligible::SiteUnreachable(age, from));
+                }
+                Vantage::Unasked => return Err(Ineligible::SiteStale(Some(age))),
+            },
+            Some(_) => {}
         }
     }
     if weight == 0 {
         return Err(Ineligible::ZeroWeight);
     }
     Ok(weight)
+}
+
+/// What the other sites' agents said of a member, counting only what they reported within
+/// `fresh_ms` of `now`.
+enum Vantage {
+    /// At least one found it serving (the sites that did).
+    Confirmed(Vec<String>),
+    /// Some tried, none reached it (the sites that tried).
+    Unreachable(Vec<String>),
+    /// Nobody has probed it lately.
+    Unasked,
+}
+
+fn vantage(ms: &MemberState, fresh_ms: u64, now: Timestamp) -> Vantage {
+    let fresh: Vec<&crate::state::VantageSeen> = ms
+        .vantage
+        .iter()
+        .filter(|v| now.saturating_since(v.at) <= fresh_ms)
+        .collect();
+    let up: Vec<String> = fresh
+        .iter()
+        .filter(|v| v.up)
+        .map(|v| v.site.clone())
+        .collect();
+    if !up.is_empty() {
+        Vantage::Confirmed(up)
+    } else if fresh.is_empty() {
+        Vantage::Unasked
+    } else {
+        Vantage::Unreachable(fresh.iter().map(|v| v.site.clone()).collect())
+    }
+}
+
+/// For a member answered although its site's agent is silent (`stale_after` has passed):
+/// the other sites whose agents found it serving, which is what keeps it in answers.
+/// `None` while its own agent reports (or when it is not answered at all).
+pub fn confirmed_by_vantage(
+    deployment: &Deployment,
+    state: &State,
+    id: MemberId,
+    now: Timestamp,
+) -> Option<Vec<String>> {
+    let member = deployment.member(id);
+    let service = deployment.service(member.service);
+    service.check.as_ref()?;
+    let stale_after = service.stale_after.as_millis() as u64;
+    let age = now.saturating_since(state.site(member.site).last_report?);
+    if age <= stale_after {
+        return None;
+    }
+    match vantage(state.member(id), stale_after, now) {
+        Vantage::Confirmed(sites) => Some(sites),
+        _ => None,
+    }
+}
+
+/// How a member kept in answers by other sites' probes is flagged.
+pub fn telemetry_lost_note(sites: &[String]) -> String {
+    format!("telemetry lost, confirmed by {}", sites.join(", "))
 }
 
 /// Whether `eligible` members are enough for a site to take the service's clients: at
@@ -353,6 +428,10 @@ pub struct MemberReport {
     pub address: std::net::IpAddr,
     pub weight: Option<u32>,
     pub ineligible: Option<Ineligible>,
+    /// Answered although its site's telemetry is lost: the other sites that found it
+    /// serving (`telemetry lost, confirmed by iad, sin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The reasoning behind a [`Selection`].
@@ -488,6 +567,11 @@ pub fn select(
                         node: member.node.clone(),
                         address: state.address_of(deployment, *m),
                         weight: v.as_ref().ok().copied(),
+                        note: v
+                            .is_ok()
+                            .then(|| confirmed_by_vantage(deployment, state, *m, now))
+                            .flatten()
+                            .map(|sites| telemetry_lost_note(&sites)),
                         ineligible: v.err(),
                     }
                 })

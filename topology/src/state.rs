@@ -60,6 +60,24 @@ pub struct MemberState {
     /// A proxy of the member's site saw its connections fail: out of answers and proxy
     /// choices until the site agent's probes confirm it serves again.
     pub passive: Option<PassiveMark>,
+    /// While the member's own site agent is silent: what the agents of other sites found
+    /// probing it across sites, one entry per vantage site (see [`VantageSeen`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vantage: Vec<VantageSeen>,
+}
+
+/// What one other site's agent found when the store asked it to probe a member whose own
+/// site's agent had gone silent: a site whose members still answer from elsewhere keeps
+/// its clients while its telemetry is lost; one nobody reaches is removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VantageSeen {
+    /// The site whose agent probed.
+    pub site: String,
+    /// Whether its last probe found the member serving.
+    pub up: bool,
+    /// When it reported (the proposing node's clock).
+    pub at: Timestamp,
+    pub reason: String,
 }
 
 /// A member marked down by what a proxy saw on the data path (failed connects, resets),
@@ -116,6 +134,7 @@ impl State {
                         address: None,
                         latency_us: None,
                         passive: None,
+                        vantage: Vec::new(),
                     }
                 })
                 .collect(),

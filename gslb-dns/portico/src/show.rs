@@ -113,7 +113,10 @@ pub fn members(rows: &[MemberRow]) {
                 m.latency_us
                     .map_or("-".into(), |us| format!("{:.1}ms", us as f64 / 1000.0)),
                 if m.eligible {
-                    "yes".into()
+                    match &m.note {
+                        Some(note) => format!("yes: {note}"),
+                        None => "yes".into(),
+                    }
                 } else {
                     format!("no: {}", m.ineligible.as_deref().unwrap_or("-"))
                 },

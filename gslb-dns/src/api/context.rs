@@ -18,6 +18,8 @@ pub struct ApiContext {
     pub drills: Arc<Drills>,
     /// This node's file's deployment document (to tell whether the store's differs).
     pub file_document: Arc<String>,
+    /// This node's answers per site over the last minutes (the dashboard's timeline).
+    pub timeline: Arc<crate::timeline::Timeline>,
 }
 
 /// A request body as `T`, or a 400 that says what is wrong with it.

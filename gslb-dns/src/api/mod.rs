@@ -33,6 +33,7 @@ pub fn router(context: ApiContext) -> Router {
         .route("/api/v1/state", get(state::state))
         .route("/api/v1/explain", get(state::explain))
         .route("/api/v1/history", get(state::history))
+        .route("/api/v1/timeline", get(state::timeline))
         .route(
             "/api/v1/members/{service}/{node}/{action}",
             post(actions::member),

@@ -58,6 +58,14 @@ pub async fn metrics(AxumState(ctx): AxumState<ApiContext>) -> impl IntoResponse
     )
 }
 
+/// `GET /api/v1/timeline`: this node's answers per site per second over the last
+/// [`crate::timeline::TIMELINE_SECONDS`], with the store's changes in that window.
+pub async fn timeline(
+    AxumState(ctx): AxumState<ApiContext>,
+) -> Json<topology::wire::views::TimelineView> {
+    Json(ctx.timeline.view(&ctx.control.machine().history))
+}
+
 /// `GET /api/v1/history`.
 pub async fn history(AxumState(ctx): AxumState<ApiContext>) -> Json<History> {
     Json(History {
@@ -142,11 +150,20 @@ fn member_view(snapshot: &Snapshot, id: topology::MemberId) -> MemberView {
         weight: member.weight,
         weight_percent: ms.weight_percent,
         eligible: verdict.is_ok(),
-        ineligible: verdict.err().map(|why| why.to_string()),
+        ineligible: verdict.as_ref().err().map(|why| why.to_string()),
         proxy_weight: topology::select::proxy_verdict(deployment, &snapshot.state, id).unwrap_or(0),
         agent_admin: ms.agent_admin,
         latency_us: ms.latency_us,
         passive: ms.passive.clone(),
+        vantage: ms.vantage.clone(),
+        note: topology::select::confirmed_by_vantage(
+            deployment,
+            &snapshot.state,
+            id,
+            snapshot.built_at,
+        )
+        .filter(|_| verdict.is_ok())
+        .map(|sites| topology::select::telemetry_lost_note(&sites)),
     }
 }
 

@@ -45,6 +45,7 @@ async fn ingest(ctx: &ApiContext, site: &str, command: Command) -> Result<Json<W
     Ok(Json(Written {
         index: committed.index,
         passive: Vec::new(),
+        vantage: Vec::new(),
     }))
 }
 
@@ -67,7 +68,35 @@ pub async fn report(
     let site = report.site.clone();
     let mut written = ingest(&ctx, &site, Command::AgentReport(report)).await?;
     written.passive = passive_pending(&ctx, &site);
+    written.vantage = vantage_wanted(&ctx, &site, state_store::clock::now());
     Ok(written)
+}
+
+/// The sites other than `site` whose agents have been quiet for more than half their
+/// shortest `stale_after`: the reporting agent is to probe their members across sites, so
+/// that by the time their telemetry turns stale the store knows whether anyone still
+/// reaches them. Only sites whose agent has reported at least once (one never deployed is
+/// not "lost").
+fn vantage_wanted(ctx: &ApiContext, site: &str, now: topology::Timestamp) -> Vec<String> {
+    let snapshot = ctx.control.snapshot();
+    let deployment = &snapshot.deployment;
+    deployment
+        .site_ids()
+        .filter(|id| deployment.site(*id).name != site)
+        .filter(|id| {
+            let shortest = deployment
+                .members
+                .iter()
+                .filter(|m| m.site == *id)
+                .map(|m| deployment.service(m.service))
+                .filter(|s| s.check.is_some())
+                .map(|s| s.stale_after.as_millis() as u64)
+                .min();
+            let last = snapshot.state.site(*id).last_report;
+            matches!((shortest, last), (Some(stale), Some(at)) if now.saturating_since(at) > stale / 2)
+        })
+        .map(|id| deployment.site(id).name.clone())
+        .collect()
 }
 
 /// The passive marks on `site`'s members, as applied here: what its agent is to confirm.

@@ -261,22 +261,37 @@ pub fn next_rtt_expiry(
         .min()
 }
 
-/// The next moment a site's telemetry turns stale, when answers must be rebuilt.
+/// The next moment a site's telemetry turns stale, or another site's cross-site probe of
+/// a member (which keeps it answered while its own agent is silent) grows too old: when
+/// answers must be rebuilt.
 pub fn next_staleness_deadline(
     deployment: &Deployment,
     state: &State,
     now: Timestamp,
 ) -> Option<Timestamp> {
-    deployment
+    let after = |t: Timestamp, service: &topology::Service| {
+        Timestamp(t.0 + service.stale_after.as_millis() as u64 + 1)
+    };
+    let sites = deployment
         .services
         .iter()
         .filter(|s| s.check.is_some())
         .flat_map(|service| {
-            state.sites.iter().filter_map(move |site| {
-                site.last_report
-                    .map(|t| Timestamp(t.0 + service.stale_after.as_millis() as u64 + 1))
-            })
-        })
+            state
+                .sites
+                .iter()
+                .filter_map(move |site| site.last_report.map(|t| after(t, service)))
+        });
+    let vantage = deployment.members.iter().flat_map(|m| {
+        let service = deployment.service(m.service);
+        state
+            .member(m.id)
+            .vantage
+            .iter()
+            .map(move |v| after(v.at, service))
+    });
+    sites
+        .chain(vantage)
         .filter(|deadline| *deadline > now)
         .min()
 }

@@ -18,6 +18,7 @@ use topology::wire::{
 };
 use topology::{
     AdminState, Deployment, Health, MemberState, PassiveMark, SiteState, State, Timestamp,
+    VantageSeen,
 };
 
 /// How many changes the history keeps.
@@ -51,6 +52,10 @@ pub struct MemberRecord {
     /// Set by a proxy's passive report, cleared by the agent's confirmation.
     #[serde(default)]
     pub passive: Option<PassiveMark>,
+    /// What other sites' agents found probing it while its own site's agent was silent
+    /// (one entry per vantage site, by site name; cleared when its own agent reports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vantage: Vec<VantageSeen>,
 }
 
 impl Default for MemberRecord {
@@ -65,6 +70,7 @@ impl Default for MemberRecord {
             address: None,
             changed_at: None,
             passive: None,
+            vantage: Vec::new(),
         }
     }
 }
@@ -210,6 +216,7 @@ impl Machine {
                     target.health = record.health;
                     target.reason = record.reason.clone();
                     target.passive = record.passive.clone();
+                    target.vantage = record.vantage.clone();
                 }
                 *target = MemberState {
                     weight_percent: record.weight_percent,
@@ -357,7 +364,7 @@ fn apply_deployment(
 }
 
 /// Drops what belongs to names `deployment` no longer has: member and site records, RTT
-/// samples of removed sites, the progress of their agents.
+/// samples of removed sites, their cross-site probes, the progress of their agents.
 fn prune(machine: &mut Machine, deployment: &Deployment) {
     let members: std::collections::HashSet<String> = deployment
         .members
@@ -367,6 +374,15 @@ fn prune(machine: &mut Machine, deployment: &Deployment) {
     let known_site = |site: &str| deployment.site_by_name(site).is_some();
     if machine.members.keys().any(|k| !members.contains(k)) {
         Arc::make_mut(&mut machine.members).retain(|k, _| members.contains(k));
+    }
+    if machine
+        .members
+        .values()
+        .any(|r| r.vantage.iter().any(|v| !known_site(&v.site)))
+    {
+        for record in Arc::make_mut(&mut machine.members).values_mut() {
+            record.vantage.retain(|v| known_site(&v.site));
+        }
     }
     if machine.sites.keys().any(|s| !known_site(s)) {
         Arc::make_mut(&mut machine.sites).retain(|s, _| known_site(s));
@@ -461,6 +477,8 @@ fn apply_report(
                 format!("health {:?}: {}", observation.health, observation.reason).to_lowercase();
             changes.push((change, "agent report"));
         }
+        // Its own agent speaks again: what other sites saw while it was silent is moot.
+        record.vantage.clear();
         // The agent's fresh probes answer a passive mark it was told of: the member serves.
         if let Some(mark) = &record.passive
             && observation.health == Health::Up
@@ -486,15 +504,81 @@ fn apply_report(
             );
         }
     }
-    if ignored.is_empty() {
-        Outcome::Applied
-    } else {
-        Outcome::Ignored(format!(
+    let foreign = apply_vantage(deployment, machine, index, at, site, report);
+    match (ignored.is_empty(), foreign.is_empty()) {
+        (true, true) => Outcome::Applied,
+        (false, _) => Outcome::Ignored(format!(
             "not members of site {}: {}",
             report.site,
             ignored.join(", ")
-        ))
+        )),
+        (true, false) => Outcome::Ignored(format!(
+            "not members of another site: {}",
+            foreign.join(", ")
+        )),
     }
+}
+
+/// The cross-site probes in an agent's report: each member of another site it names gets
+/// this site's entry in its vantage list (what keeps a site whose agent is silent in
+/// answers, or takes it out). Returns the members named that are not of another site.
+fn apply_vantage(
+    deployment: &Deployment,
+    machine: &mut Machine,
+    index: u64,
+    at: Timestamp,
+    site: topology::SiteId,
+    report: &AgentReport,
+) -> Vec<String> {
+    let mut ignored = Vec::new();
+    for observation in &report.vantage {
+        let key = member_key(&observation.service, &observation.node);
+        let known = deployment
+            .member_by_name(&observation.service, &observation.node)
+            .map(|id| deployment.member(id));
+        if known.is_none_or(|m| m.site == site) {
+            ignored.push(key);
+            continue;
+        }
+        let record = Arc::make_mut(&mut machine.members)
+            .entry(key.clone())
+            .or_default();
+        let seen = VantageSeen {
+            site: report.site.clone(),
+            up: observation.up,
+            at,
+            reason: bounded_text(&observation.reason),
+        };
+        let before = record.vantage.iter().position(|v| v.site == report.site);
+        let flipped = before.is_none_or(|i| record.vantage[i].up != seen.up);
+        let change = format!(
+            "{} from {}: {}",
+            if seen.up { "serving" } else { "unreachable" },
+            report.site,
+            seen.reason
+        );
+        match before {
+            Some(i) => record.vantage[i] = seen,
+            None => {
+                record.vantage.push(seen);
+                record.vantage.sort_by(|a, b| a.site.cmp(&b.site));
+            }
+        }
+        if flipped {
+            machine.record(
+                index,
+                at,
+                format!("member {key}"),
+                change,
+                By {
+                    who: &report.agent,
+                    why: "cross-site probe: its site's agent is silent",
+                    note: None,
+                },
+            );
+        }
+    }
+    ignored
 }
 
 fn apply_admin(

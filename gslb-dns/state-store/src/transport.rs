@@ -43,6 +43,21 @@ const CHUNK: usize = 1 << 20;
 const MORE: u32 = 1 << 31;
 /// The longest a batch of messages (a snapshot, at worst) may take to write.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long sent data may stay unacknowledged before the kernel drops the connection
+/// (`TCP_USER_TIMEOUT`). Without it a connection across a link that went down lives on,
+/// its writes buffered and retransmitted with exponential backoff, so after the link
+/// comes back the peers hear each other only at the next retransmission, seconds later
+/// (6.4 s in the namespace lab, `site_lab.rs`); with it the connection fails, and the
+/// send loop redials every [`MAX_BACKOFF`] until the path works again.
+const UNACKED_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest wait between two dials of an unreachable peer.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Sets what every raft connection needs: no Nagle delay, and [`UNACKED_TIMEOUT`].
+fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(UNACKED_TIMEOUT));
+}
 
 /// Bounds on inbound connections.
 #[derive(Debug, Clone)]
@@ -373,7 +388,7 @@ async fn send_loop(
                 }
                 tracing::debug!(peer = id, %address, error = %e, "cannot reach raft peer");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
@@ -400,7 +415,7 @@ async fn connect(
     let stream = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(address))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    let _ = stream.set_nodelay(true);
+    tune(&stream);
     let Some((connector, name)) = tls else {
         return Ok(Stream::Plain(stream));
     };
@@ -525,7 +540,7 @@ pub async fn serve(
             tracing::debug!(%peer, "raft connection refused: too many open");
             continue;
         };
-        let _ = stream.set_nodelay(true);
+        tune(&stream);
         let transport = transport.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {

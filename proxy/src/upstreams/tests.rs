@@ -30,6 +30,8 @@ fn view(weight_of: impl Fn(&str) -> u32, address_of: impl Fn(&str) -> Option<IpA
             agent_admin: AdminState::Active,
             latency_us: None,
             passive: None,
+            vantage: Vec::new(),
+            note: None,
         })
         .collect();
     StateView {

@@ -516,3 +516,97 @@ fn a_client_leaving_mid_drill_does_not_skip_the_restore() {
         "fra restored"
     );
 }
+
+#[test]
+fn the_timeline_counts_each_sites_answers_per_second_and_marks_the_drain() {
+    let node = DnsNode::start(CONFIG, false);
+    let fra = ["127.0.10.1", "127.0.10.2"];
+    let iad = ["127.0.20.1", "127.0.20.2"];
+    // Every answer a fra client gets, counted by the site it names.
+    let mut sent = std::collections::BTreeMap::from([("fra", 0u64), ("iad", 0u64)]);
+    let ask = |sent: &mut std::collections::BTreeMap<&str, u64>| {
+        let answer = node.short(&["-b", "127.1.0.9", "s3.storage.example"]);
+        let site = match answer.as_slice() {
+            a if a == fra => "fra",
+            a if a == iad => "iad",
+            other => panic!("an answer of neither site: {other:?}"),
+        };
+        *sent.get_mut(site).unwrap() += 1;
+        site
+    };
+    let timeline = |node: &DnsNode| {
+        let view = node.get_json("/api/v1/timeline");
+        let sites: Vec<String> = view["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect();
+        let mut totals = std::collections::BTreeMap::new();
+        for point in view["points"].as_array().unwrap() {
+            for (site, n) in sites.iter().zip(point["answers"].as_array().unwrap()) {
+                *totals.entry(site.clone()).or_insert(0u64) += n.as_u64().unwrap();
+            }
+        }
+        (view, totals)
+    };
+    for _ in 0..12 {
+        assert_eq!(ask(&mut sent), "fra");
+    }
+    let (status, body) = node.http(
+        "POST",
+        "/api/v1/sites/fra/drain",
+        Some(r#"{"who":"e2e","why":"timeline"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    while ask(&mut sent) == "fra" {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..7 {
+        assert_eq!(ask(&mut sent), "iad");
+    }
+    // Sampled once a second: within a few seconds the window holds every answer, each
+    // under the site it named.
+    assert_eventually!(
+        Duration::from_secs(4),
+        {
+            let (_, totals) = timeline(&node);
+            totals.get("fra") == Some(&sent["fra"])
+                && totals.get("iad") == Some(&sent["iad"])
+                && totals.get("sin") == Some(&0)
+        },
+        "the timeline's totals {:?} are not the answers sent {sent:?}",
+        timeline(&node).1
+    );
+    let (view, _) = timeline(&node);
+    assert_eq!(view["step_ms"], 1000);
+    let events = view["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["target"] == "site fra"
+            && e["change"] == "admin drained"
+            && e["why"] == "timeline"),
+        "the drain is marked: {events:?}"
+    );
+    // The drain falls between the last fra answers and the first iad ones.
+    let drained_at = events.iter().find(|e| e["target"] == "site fra").unwrap()["at"]
+        .as_u64()
+        .unwrap();
+    let points = view["points"].as_array().unwrap();
+    let last_fra = points
+        .iter()
+        .filter(|p| p["answers"][0].as_u64().unwrap() > 0)
+        .map(|p| p["at"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let first_iad = points
+        .iter()
+        .filter(|p| p["answers"][1].as_u64().unwrap() > 0)
+        .map(|p| p["at"].as_u64().unwrap())
+        .min()
+        .unwrap();
+    // (a point covers the second before its time)
+    assert!(
+        first_iad >= drained_at && last_fra <= drained_at + 1000,
+        "fra answered until {last_fra}, the drain at {drained_at}, iad from {first_iad}"
+    );
+}

@@ -1,7 +1,8 @@
 //! Failover end to end: three sites, each with a gslb-dns node (together the raft store),
 //! a site agent and two real S3 nodes on the site's own 127.0.N.x addresses. Kill one S3
-//! node and measure until no gslb-dns node answers it; stop a whole site's agent and
-//! measure until the site leaves every answer.
+//! node and measure until no gslb-dns node answers it; stop a whole site's agent: the
+//! other sites' agents keep it in answers while they reach its storage, and it leaves once
+//! nobody does.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -147,12 +148,121 @@ fn node_death_and_a_silent_site_leave_every_answer() {
         metrics.contains("reason=\"refused\""),
         "failures by reason: {metrics}"
     );
-    // A whole site's agent goes silent: after stale_after (4 intervals) the site is down
-    // for everyone and fra's clients go to the next nearest site.
+    // fra's agent goes silent while its storage serves: the store asks iad's and sin's
+    // agents to probe fra's members across sites, and fra keeps its clients past
+    // stale_after (2 s: 4 intervals), flagged, on every node.
     drop(agents.remove(0));
-    let silent = time_until_gone(&nodes, "127.0.10.2", Duration::from_secs(6));
-    eprintln!("failover: site agent stopped -> site out of every answer in {silent:?}");
+    let silenced = Instant::now();
+    while silenced.elapsed() < Duration::from_secs(6) {
+        for node in &nodes {
+            let answer = node.short(&["-b", "127.1.0.9", "s3.storage.example"]);
+            assert_eq!(
+                answer,
+                ["127.0.10.2"],
+                "{:?} after fra's agent stopped: a site whose members answer from the other sites stays",
+                silenced.elapsed()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for node in &nodes {
+        let state = node.get_json("/api/v1/state");
+        let member = state["services"][0]["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .find(|m| m["node"] == "fra-2")
+            .expect("fra-2 in the state view")
+            .clone();
+        assert_eq!(member["eligible"], true, "{member}");
+        assert_eq!(
+            member["note"], "telemetry lost, confirmed by iad, sin",
+            "{member}"
+        );
+        let vantage: Vec<(&str, bool)> = member["vantage"]
+            .as_array()
+            .expect("what each vantage said")
+            .iter()
+            .map(|v| (v["site"].as_str().unwrap(), v["up"].as_bool().unwrap()))
+            .collect();
+        assert_eq!(vantage, [("iad", true), ("sin", true)], "{member}");
+    }
+    let (_, explain) = nodes[2].http(
+        "GET",
+        "/api/v1/explain?name=s3.storage.example&client=127.1.0.9",
+        None,
+    );
+    assert!(
+        explain.contains("telemetry lost, confirmed by iad, sin"),
+        "the explanation names the vantages: {explain}"
+    );
+    // Now its storage dies too: nobody reaches fra, and it leaves every answer as soon as
+    // the other sites' probes say so (its telemetry is already stale).
+    s3[1].2.kill();
+    let unreachable = time_until_gone(&nodes, "127.0.10.2", Duration::from_secs(3));
+    eprintln!(
+        "failover: silent site's last member killed -> site out of every answer in {unreachable:?}"
+    );
     all_answer(&nodes, &["127.0.20.1", "127.0.20.2"]);
+    let state = nodes[0].get_json("/api/v1/state");
+    let member = state["services"][0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["node"] == "fra-2")
+        .unwrap()
+        .clone();
+    let why = member["ineligible"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("unreachable from iad, sin"),
+        "why fra-2 is out: {member}"
+    );
+}
+
+#[test]
+fn a_silent_site_whose_storage_died_with_its_agent_leaves_within_the_stale_budget() {
+    let mut s3: Vec<(String, String, S3Node)> = Vec::new();
+    for (site, n) in [("fra", 10), ("iad", 20), ("sin", 30)] {
+        s3.push((
+            site.into(),
+            format!("{site}-1"),
+            S3Node::start(&format!("127.0.{n}.1")),
+        ));
+    }
+    let members: Vec<(&str, &str, SocketAddr)> = s3
+        .iter()
+        .map(|(s, n, node)| (s.as_str(), n.as_str(), node.addr))
+        .collect();
+    let base = config(&members);
+    let node = DnsNode::start_with(
+        Some(&base),
+        &["--listen", "127.0.1.1:0", "--admin", "127.0.1.1:0"],
+    );
+    let config_path = node.dir.write("agents.toml", &base);
+    let mut agents: Vec<Agent> = ["fra", "iad", "sin"]
+        .iter()
+        .map(|site| tests::site_agent(&config_path, site, &[node.admin.unwrap()], &[]))
+        .collect();
+    let nodes = [node];
+    assert_eventually!(
+        Duration::from_secs(15),
+        nodes[0].get_json("/api/v1/state")["services"][0]["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().all(|m| m["eligible"] == true)),
+        "the agents never made every member eligible"
+    );
+    all_answer(&nodes, &["127.0.10.1"]);
+    // The whole site goes at once: its agent and its storage.
+    drop(agents.remove(0));
+    s3[0].2.kill();
+    let gone = time_until_gone(&nodes, "127.0.10.1", Duration::from_secs(4));
+    eprintln!("failover: site agent and storage killed -> site out of the answers in {gone:?}");
+    // stale_after is 2 s: nobody reaches fra, so nothing holds it past that.
+    assert!(
+        gone < Duration::from_millis(2_600),
+        "a site nobody reaches left after {gone:?}"
+    );
+    all_answer(&nodes, &["127.0.20.1"]);
 }
 
 #[test]

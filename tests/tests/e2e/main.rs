@@ -19,6 +19,7 @@ mod pki;
 mod probes;
 mod proxy;
 mod resolver;
+mod site_lab;
 mod steering;
 mod tidy;
 mod wire_versions;

@@ -298,10 +298,16 @@ with chromium() as (call, evaluate, wait_for):
         call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
     wait_for(f"document.querySelector('#{row}').cells[5].textContent === 'drained'", "the drained row")
     rendered["after"] = evaluate(f"document.querySelector('#{row}').cells[5].textContent")
+    # The timeline (redrawn every 2 s): a line per site, the drain marked on it.
+    wait_for("[...document.querySelectorAll('#timeline .event.admin title')].some(t => t.textContent.includes('member s3/iad-2: admin drained'))", "the drain on the timeline")
+    rendered["timeline_sites"] = evaluate("[...document.querySelectorAll('#timeline .site-line')].map(l => l.dataset.site)")
+    rendered["timeline_points"] = evaluate("Math.max(...[...document.querySelectorAll('#timeline .site-line')].map(l => l.getAttribute('points').split(' ').length))")
+    rendered["timeline_legend"] = evaluate("document.getElementById('timeline-legend').textContent")
     rendered["message"] = evaluate("document.getElementById('message').textContent")
     rendered["feed"] = evaluate("document.getElementById('feed').textContent")
     call("Runtime.evaluate", expression="window.scrollTo(0, 0)")
-    time.sleep(0.3)
+    wait_for("document.getElementById('timeline-legend').textContent.match(/peak [1-9]/)", "answers on the timeline")
+    time.sleep(2.5)
     shot = call("Page.captureScreenshot", format="png")
     with open(screenshot, "wb") as f:
         f.write(base64.b64decode(shot["data"]))
@@ -323,12 +329,30 @@ fn the_dashboard_in_headless_chromium_shows_the_fabric_and_drains_a_member() {
     let dir = TempDir::new("browser");
     let script = dir.write("browser.py", format!("{CDP}{DASHBOARD}"));
     let screenshot = dir.path().join("dashboard.png");
+    // Clients of the three regions ask the node the page comes from while it is open, so
+    // its timeline has answers to draw.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (stop, dns) = (stop.clone(), demo.dns[0]);
+        std::thread::spawn(move || {
+            let mut asked = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let region = ["127.1.0.0/24", "127.2.0.0/24", "127.3.0.0/24"][asked as usize % 3];
+                tests::answers_for(dns, "s3.storage.example", region);
+                asked += 1;
+            }
+            asked
+        })
+    };
     let output = run(Command::new("/usr/bin/python3")
         .arg(&script)
         .arg(format!("http://{}/", demo.admin[0]))
         .arg(&screenshot)
         .arg("drain-s3-iad-2")
         .arg("member-s3-iad-2"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let asked = traffic.join().unwrap();
+    assert!(asked > 0);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -370,6 +394,22 @@ fn the_dashboard_in_headless_chromium_shows_the_fabric_and_drains_a_member() {
     );
     assert_eq!(rendered["before"], "active");
     assert_eq!(rendered["after"], "drained");
+    assert_eq!(
+        rendered["timeline_sites"],
+        serde_json::json!(["fra", "iad", "sin"]),
+        "{rendered}"
+    );
+    assert!(
+        rendered["timeline_points"].as_u64().unwrap() >= 2,
+        "{rendered}"
+    );
+    assert!(
+        rendered["timeline_legend"]
+            .as_str()
+            .unwrap()
+            .contains("iad: "),
+        "{rendered}"
+    );
     assert!(
         rendered["feed"]
             .as_str()

@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::state::{AdminState, Health, Timestamp};
 
 /// The format version this build writes. Version 2 added [`Command::Deployment`], version 3
-/// [`Command::PassiveReport`] and the agent's [`MemberObservation::passive_confirmed`].
-pub const WIRE_VERSION: u16 = 3;
+/// [`Command::PassiveReport`] and the agent's [`MemberObservation::passive_confirmed`],
+/// version 4 the agent's [`AgentReport::vantage`].
+pub const WIRE_VERSION: u16 = 4;
 
 /// The oldest envelope version this build still applies (entries already in a log).
 pub const OLDEST_WIRE_VERSION: u16 = 1;
@@ -128,6 +129,7 @@ impl Command {
     /// rolling upgrade, agent reports and admin actions keep flowing to every node).
     pub fn wire_version(&self) -> u16 {
         match self {
+            Command::AgentReport(report) if !report.vantage.is_empty() => 4,
             Command::AgentReport(report)
                 if report.members.iter().any(|m| m.passive_confirmed.is_some()) =>
             {
@@ -151,6 +153,21 @@ pub struct AgentReport {
     /// The agent's clock when it sent the report.
     pub sent_at: Timestamp,
     pub members: Vec<MemberObservation>,
+    /// Members of other sites this agent probed across sites because the store asked
+    /// ([`Written::vantage`]): their own site's agent has gone silent. Absent from agents
+    /// before version 4.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vantage: Vec<VantageObservation>,
+}
+
+/// What an agent's probe of another site's member found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VantageObservation {
+    pub service: String,
+    pub node: String,
+    /// Whether the member served the check (its last probe).
+    pub up: bool,
+    pub reason: String,
 }
 
 /// One member as the agent sees it (after rise/fall).
@@ -232,6 +249,11 @@ pub struct Written {
     /// (none from a node before version 3, which sets no marks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub passive: Vec<PassivePending>,
+    /// For an agent's report: the other sites whose agents have gone quiet, whose members
+    /// this agent is asked to probe across sites and report in [`AgentReport::vantage`]
+    /// (none from a node before version 4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vantage: Vec<String>,
 }
 
 /// Every error the admin API answers with.

@@ -108,6 +108,14 @@ pub struct MemberView {
     /// before wire version 3, which set none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passive: Option<crate::state::PassiveMark>,
+    /// While its site's agent is silent: what the other sites' agents found probing it
+    /// (absent from nodes before wire version 4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vantage: Vec<crate::state::VantageSeen>,
+    /// Why it is answered although its site's telemetry is lost
+    /// (`telemetry lost, confirmed by iad, sin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,6 +204,28 @@ pub struct Change {
 pub struct History {
     /// Oldest first.
     pub changes: Vec<Change>,
+}
+
+/// `GET /api/v1/timeline`: one node's service answers per site over its last minutes, and
+/// the store's changes in that window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineView {
+    pub wire_version: u16,
+    /// The time between two points.
+    pub step_ms: u64,
+    /// The sites, in the order of each point's `answers`.
+    pub sites: Vec<String>,
+    /// Oldest first.
+    pub points: Vec<TimelinePoint>,
+    /// The history's changes from the first point on (health, admin, drills, deployments).
+    pub events: Vec<Change>,
+}
+
+/// The answers this node gave in the step ending at `at`, per site (as [`TimelineView::sites`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    pub at: Timestamp,
+    pub answers: Vec<u64>,
 }
 
 /// A smoothed RTT from a site to a client prefix, as the store keeps it.

@@ -118,6 +118,19 @@ fn golden_ineligible_reasons() {
         ("chk", A, &[Up("fra-1")], "fra-1", Err(Ineligible::SiteStale(None))),
         ("chk", A, &[Up("fra-1"), Report("fra", 2001)], "fra-1", Err(Ineligible::SiteStale(Some(2001)))),
         ("chk", A, &[Up("fra-1"), Report("fra", 2000)], "fra-1", Ok(100)),
+        // Its agent silent, the member is kept while another site's probe reached it
+        // within stale_after, and out once every fresh probe failed to.
+        ("chk", A, &[Up("fra-1"), Report("fra", 5000), Seen("fra-1", "iad", true, 1500)], "fra-1", Ok(100)),
+        ("chk", A, &[Up("fra-1"), Report("fra", 5000), Seen("fra-1", "iad", false, 100), Seen("fra-1", "sin", true, 100)], "fra-1", Ok(100)),
+        ("chk", A, &[Up("fra-1"), Report("fra", 5000), Seen("fra-1", "iad", false, 100), Seen("fra-1", "sin", false, 900)], "fra-1",
+            Err(Ineligible::SiteUnreachable(5000, vec!["iad".into(), "sin".into()]))),
+        // An old confirmation (or one older than a fresh failure) keeps nothing.
+        ("chk", A, &[Up("fra-1"), Report("fra", 5000), Seen("fra-1", "iad", true, 2001)], "fra-1", Err(Ineligible::SiteStale(Some(5000)))),
+        ("chk", A, &[Up("fra-1"), Report("fra", 5000), Seen("fra-1", "iad", true, 2001), Seen("fra-1", "sin", false, 10)], "fra-1",
+            Err(Ineligible::SiteUnreachable(5000, vec!["sin".into()]))),
+        // What other sites see never overrides the member's own health or an admin state.
+        ("chk", A, &[Down("fra-1"), Report("fra", 5000), Seen("fra-1", "iad", true, 10)], "fra-1", Err(Ineligible::Down("probe failed".into()))),
+        ("chk", A, &[Up("fra-1"), Drain("fra-1"), Report("fra", 5000), Seen("fra-1", "iad", true, 10)], "fra-1", Err(Ineligible::Drained)),
         // Load feedback has no say over staleness or health: the member must be up too.
         ("chk", A, &[Down("fra-1"), Report("fra", 0)], "fra-1", Err(Ineligible::Down("probe failed".into()))),
     ];
@@ -274,4 +287,49 @@ fn golden_smooth_weighted_sequences() {
     let sequence = smooth_weighted_sequence(&[1000, 1], 64);
     assert_eq!(sequence.len(), 64);
     assert_eq!(sequence.iter().filter(|s| **s == 1).count(), 1);
+}
+
+#[test]
+fn a_member_kept_by_other_sites_probes_is_flagged_in_the_explanation() {
+    let d = &fixture().deployment;
+    let fra_1 = |tweaks: &[Tweak]| {
+        run("chk", A, FRA_NET, tweaks)
+            .explanation
+            .sites
+            .into_iter()
+            .find(|s| s.site == "fra")
+            .and_then(|s| s.members.into_iter().find(|m| m.node == "fra-1"))
+            .expect("fra-1 in the explanation")
+    };
+    let kept = fra_1(&[
+        Up("fra-1"),
+        Report("fra", 5000),
+        Seen("fra-1", "iad", true, 100),
+        Seen("fra-1", "sin", true, 300),
+    ]);
+    assert_eq!(
+        kept.note.as_deref(),
+        Some("telemetry lost, confirmed by iad, sin")
+    );
+    // Its own agent reporting, nothing to flag (old cross-site probes or not).
+    let reporting = fra_1(&[
+        Up("fra-1"),
+        Report("fra", 100),
+        Seen("fra-1", "iad", true, 100),
+    ]);
+    assert_eq!((reporting.weight, reporting.note), (Some(100), None));
+    let state = state_with(
+        d,
+        d.service_by_name("chk").unwrap(),
+        &[
+            Up("fra-1"),
+            Report("fra", 5000),
+            Seen("fra-1", "sin", true, 100),
+        ],
+    );
+    let id = d.member_by_name("chk", "fra-1").unwrap();
+    assert_eq!(
+        topology::select::confirmed_by_vantage(d, &state, id, NOW),
+        Some(vec!["sin".to_owned()])
+    );
 }

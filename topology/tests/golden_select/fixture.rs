@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use topology::select::Outcome;
 use topology::{
     AdminState, ClassTable, Config, Coordinates, Deployment, Family, GeoLocation, Health, MemberId,
-    Selection, ServiceId, State, Timestamp, select,
+    Selection, ServiceId, State, Timestamp, VantageSeen, select,
 };
 
 pub const DEPLOYMENT: &str = include_str!("deployment.toml");
@@ -105,6 +105,9 @@ pub enum Tweak {
     SiteForce(&'static str),
     /// The site's agent last reported this many milliseconds before `NOW`.
     Report(&'static str, u64),
+    /// Another site's agent probed the member across sites this many milliseconds before
+    /// `NOW` and found it serving (`true`) or not.
+    Seen(&'static str, &'static str, bool, u64),
     /// Every member of the service up, every site reported at `NOW`.
     AllUp,
     AllDown,
@@ -165,6 +168,12 @@ pub fn state_with(d: &Deployment, service: ServiceId, tweaks: &[Tweak]) -> State
             SiteForce(s) => state.site_mut(site(s)).admin = AdminState::ForcedDown,
             Pct(node, percent) => state.member_mut(member(node)).weight_percent = percent,
             Report(s, age) => state.site_mut(site(s)).last_report = Some(Timestamp(NOW.0 - age)),
+            Seen(node, by, up, age) => state.member_mut(member(node)).vantage.push(VantageSeen {
+                site: by.into(),
+                up,
+                at: Timestamp(NOW.0 - age),
+                reason: if up { "ok" } else { "refused" }.into(),
+            }),
         }
     }
     state

@@ -91,6 +91,7 @@ fn report(
                 passive_confirmed: None,
             })
             .collect(),
+        vantage: Vec::new(),
     })
 }
 
@@ -358,6 +359,7 @@ fn only_the_agent_undoes_what_the_agent_set() {
                 address: None,
                 passive_confirmed: None,
             }],
+            vantage: Vec::new(),
         })
     };
     let (machine, _) = run(vec![
@@ -714,4 +716,83 @@ fn commands_carry_the_oldest_wire_version_that_applies_them() {
     assert_eq!(passive("fra", &[("s3", "fra-1")]).wire_version(), 3);
     assert_eq!(change(CONFIG, None).wire_version(), 2);
     assert!(passive("fra", &[]).wire_version() <= WIRE_VERSION);
+}
+
+/// `report` with cross-site probes of `(node, up)` (members of service `s3`).
+fn with_vantage(report: Command, seen: &[(&str, bool)]) -> Command {
+    let Command::AgentReport(mut report) = report else {
+        unreachable!("an agent report");
+    };
+    report.vantage = seen
+        .iter()
+        .map(|(node, up)| topology::wire::VantageObservation {
+            service: "s3".into(),
+            node: (*node).into(),
+            up: *up,
+            reason: if *up { "ok" } else { "refused" }.into(),
+        })
+        .collect();
+    Command::AgentReport(report)
+}
+
+#[test]
+fn other_sites_probes_are_kept_per_vantage_until_the_members_own_agent_reports() {
+    let (machine, outcomes) = run(vec![
+        report("fra", "agent-fra", 1, &[("fra-1", Up, "ok", 100)]),
+        // iad probes fra's members across sites (and cannot speak so for its own).
+        with_vantage(
+            report("iad", "agent-iad", 1, &[]),
+            &[("fra-1", true), ("fra-2", false), ("iad-1", false)],
+        ),
+        with_vantage(report("iad", "agent-iad", 2, &[]), &[("fra-1", true)]),
+        with_vantage(report("iad", "agent-iad", 3, &[]), &[("fra-1", false)]),
+    ]);
+    assert_eq!(
+        outcomes[1],
+        Outcome::Ignored("not members of another site: s3/iad-1".into())
+    );
+    let deployment = deployment();
+    let state = machine.state(&deployment);
+    let seen = |node: &str| {
+        state
+            .member(deployment.member_by_name("s3", node).unwrap())
+            .vantage
+            .iter()
+            .map(|v| (v.site.clone(), v.up, v.at))
+            .collect::<Vec<_>>()
+    };
+    // One entry per vantage site, the latest (stamped with the applying entry's time).
+    assert_eq!(seen("fra-1"), [("iad".to_owned(), false, Timestamp(5000))]);
+    assert_eq!(seen("fra-2"), [("iad".to_owned(), false, Timestamp(3000))]);
+    assert!(seen("iad-1").is_empty());
+    // The history says when a vantage's verdict changed, not every repeat.
+    let fra_1: Vec<&str> = machine
+        .history
+        .iter()
+        .filter(|c| c.target == "member s3/fra-1" && c.change.contains("from iad"))
+        .map(|c| c.change.as_str())
+        .collect();
+    assert_eq!(
+        fra_1,
+        ["serving from iad: ok", "unreachable from iad: refused"]
+    );
+    // fra's own agent speaks again: what iad saw is moot.
+    let (machine, _) = run(vec![
+        with_vantage(report("iad", "agent-iad", 1, &[]), &[("fra-1", true)]),
+        report("fra", "agent-fra", 1, &[("fra-1", Up, "ok", 100)]),
+    ]);
+    let state = machine.state(&deployment);
+    assert!(
+        state
+            .member(deployment.member_by_name("s3", "fra-1").unwrap())
+            .vantage
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_report_with_cross_site_probes_needs_wire_version_4() {
+    let plain = report("iad", "agent-iad", 1, &[("iad-1", Up, "ok", 100)]);
+    assert_eq!(plain.wire_version(), 1);
+    assert_eq!(with_vantage(plain, &[("fra-1", true)]).wire_version(), 4);
 }

@@ -2,9 +2,11 @@
 # Failover benchmark (release build): three gslb-dns nodes, site agents with the default s3
 # check, real S3 nodes; KILLS hard kills (SIGKILL, then restart) and KILLS hangs (SIGSTOP,
 # then SIGCONT) of one storage node, and KILLS hard kills with a client on the site's S3
-# proxy (passive health); p50/p95/max of kill -> the last DNS node stops answering it
+# proxy (passive health), and KILLS whole-site losses (the site's agent and both its S3
+# nodes); p50/p95/max of kill -> the last DNS node stops answering it
 # (tests/examples/failover_bench.rs); gdnsd with its fastest monitoring on the same kills.
-# Knobs: KILLS=20
+# Knobs: KILLS=20, MODES=hard,hang,proxied,site, WATCH=true (false: the agents hold no watch
+# connections, as for a host that dies rather than a process)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"

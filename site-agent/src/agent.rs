@@ -21,9 +21,8 @@ use topology::{Deployment, Timestamp};
 
 use crate::feedback::read_feedback;
 use crate::metrics::ReportCounters;
-use crate::probe::Verdict;
 use crate::sigv4::Credentials;
-use crate::target::{Carried, Target, hedged_probe, targets, unix_now};
+use crate::target::{Carried, Target, carried_probe, hedged_probe, targets, unix_now};
 use crate::tracker::{Tracker, Trackers};
 use crate::vantage::Vantage;
 
@@ -61,6 +60,19 @@ async fn member_loop(
 ) {
     tokio::time::sleep(offset(&target)).await;
     let key = (target.service.clone(), target.node.clone());
+    // A dying service process closes the watch connection: probe at once (not for a slot
+    // of a discovered group, whose address moves).
+    let watcher = (target.check.watch && target.discover.is_none()).then(|| {
+        let (trackers, key) = (trackers.clone(), key.clone());
+        crate::watch::Watcher::start(target.addr, target.check.clone(), move || {
+            trackers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .map(|t| t.wake.clone())
+                .unwrap_or_default()
+        })
+    });
     let mut next = Instant::now();
     let mut carried: Option<Carried> = None;
     loop {
@@ -88,10 +100,11 @@ async fn member_loop(
             .unwrap_or_default();
         let started = Instant::now();
         let verdict = match carried.take() {
-            // The last probe's hedge is still out: it is this probe.
-            Some(hedge) => hedge
-                .await
-                .unwrap_or_else(|_| Verdict::fail(started, "probe task ended")),
+            // The last probe's hedge is still out: it races a fresh attempt as this probe.
+            Some(hedge) => match limit.acquire().await {
+                Ok(_permit) => carried_probe(hedge, &target, credentials.as_ref()).await,
+                Err(_) => return,
+            },
             None => match limit.acquire().await {
                 Ok(_permit) => {
                     let (verdict, hedge) = hedged_probe(&target, credentials.as_ref()).await;
@@ -101,6 +114,16 @@ async fn member_loop(
                 Err(_) => return,
             },
         };
+        if verdict.ok
+            && let Some(watcher) = &watcher
+        {
+            watcher.served();
+        }
+        if !verdict.ok {
+            // A wake-up that came while this probe ran (the watch connection closing as
+            // the process died) has its answer already: this failure.
+            let _ = tokio::time::timeout(Duration::ZERO, wake.notified()).await;
+        }
         let feedback = match target.agent {
             Some(agent) => match read_feedback(agent, target.check.timeout).await {
                 Ok(feedback) => Some(feedback),

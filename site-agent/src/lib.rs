@@ -9,7 +9,8 @@
 //! spread over the interval, bounded concurrency, reports through the API client with a
 //! timeout per node and fail-over between nodes, and the store's deployment followed),
 //! `vantage` (cross-site probes of another site's members, when the store asks because that
-//! site's agent has gone quiet).
+//! site's agent has gone quiet), `watch` (an idle connection per member between probes, so
+//! a dying service process is probed at once).
 //!
 //! What it is not: a judge of the site as a whole (the store decides staleness), or a
 //! proxy.
@@ -24,3 +25,4 @@ pub mod target;
 pub mod tls;
 pub mod tracker;
 pub mod vantage;
+pub mod watch;

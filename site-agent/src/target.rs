@@ -176,6 +176,42 @@ pub(crate) async fn hedged_probe(
     }
 }
 
+/// The probe after one whose first attempt timed out with its hedge still out: the hedge
+/// (started half a timeout before) races a fresh attempt started now, bounded by half the
+/// timeout plus `fast_interval`; the first success wins, a hard failure is believed at
+/// once, and it fails only when both do. The hedge alone would be no second opinion: under
+/// loss it is as likely as the first attempt to be the delayed one (a lost handshake), and
+/// two failures in a row bring a member down. A hung member fails both, the fresh one
+/// `fast_interval` after the hedge.
+pub(crate) async fn carried_probe(
+    hedge: Carried,
+    target: &Target,
+    credentials: Option<&Credentials>,
+) -> Verdict {
+    let budget = target.check.timeout / 2 + target.check.fast_interval;
+    let fresh = bounded(budget, run_probe(target, credentials));
+    tokio::pin!(fresh);
+    let mut hedge = hedge;
+    tokio::select! {
+        joined = &mut hedge => {
+            let verdict = joined.unwrap_or_else(|_| Verdict::fail(Instant::now(), "probe task ended"));
+            if verdict.ok || verdict.hard {
+                return verdict;
+            }
+            fresh.await
+        }
+        verdict = &mut fresh => {
+            if verdict.ok || verdict.hard {
+                hedge.abort();
+                return verdict;
+            }
+            hedge
+                .await
+                .unwrap_or_else(|_| Verdict::fail(Instant::now(), "probe task ended"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +266,35 @@ members = [{{ site = "fra", node = "a", address = "127.0.0.1", port = {port} }}]
         assert!(carried.is_none());
         let alone = bounded(target.check.timeout, run_probe(&target, None)).await;
         assert!(alone.ok, "later connections are answered: {alone:?}");
+    }
+
+    #[tokio::test]
+    async fn a_carried_hedge_that_is_the_slow_one_is_answered_by_a_fresh_attempt() {
+        // The first attempt and its hedge both stall (two lost handshakes); the next
+        // probe's fresh attempt is answered.
+        let target = member(|n| n <= 2).await;
+        let (verdict, carried) = hedged_probe(&target, None).await;
+        assert_eq!(verdict.reason, "timeout");
+        let started = Instant::now();
+        let next = carried_probe(carried.expect("the hedge is handed back"), &target, None).await;
+        assert!(next.ok, "{next:?}");
+        assert!(
+            started.elapsed() < target.check.timeout / 2,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hung_member_fails_the_carried_probe_too() {
+        let target = member(|_| true).await;
+        let (_, carried) = hedged_probe(&target, None).await;
+        let started = Instant::now();
+        let next = carried_probe(carried.unwrap(), &target, None).await;
+        assert_eq!((next.ok, next.hard), (false, false), "{next:?}");
+        let budget = target.check.timeout / 2 + target.check.fast_interval;
+        let took = started.elapsed();
+        assert!(took >= budget && took < budget * 5 / 4, "{took:?}");
     }
 
     #[tokio::test]

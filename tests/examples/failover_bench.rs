@@ -1,7 +1,7 @@
 //! Failover benchmark: three real gslb-dns processes (the raft store, on 127.0.{1,2,3}.1),
 //! a site agent per site with the documented default check (s3, interval 500 ms, timeout
-//! 400 ms, rise 2, fall 2, fall_hard 1, fast_interval 100 ms) and real S3 nodes. `KILLS`
-//! times each:
+//! 400 ms, rise 2, fall 2, fall_hard 1, fast_interval 100 ms, watch on) and real S3 nodes.
+//! `KILLS` times each:
 //!
 //! - **hard**: the S3 node `fra-1` is killed (SIGKILL: connections refused), then
 //!   restarted on the same address;
@@ -25,7 +25,9 @@
 //! (`http_status`, `interval` 2 s, its minimum, `timeout` 1 s, `down_thresh` and
 //! `up_thresh` 1), asked the same way.
 //!
-//! Run with `bench/failover/run.sh` (release build). Knobs: KILLS (default 20).
+//! Run with `bench/failover/run.sh` (release build). Knobs: KILLS (default 20), MODES (a
+//! comma-separated subset of `hard,hang,proxied,site`, all by default), WATCH (`false`
+//! turns the agents' watch connections off: the check's `watch = false`).
 #![allow(clippy::print_stdout)]
 
 use std::io::{Read, Write};
@@ -213,7 +215,13 @@ fn main() {
     ];
     let members: Vec<(&str, &str, SocketAddr)> =
         s3.iter().map(|(s, n, node)| (*s, *n, node.addr)).collect();
-    let base = tests::three_site_deployment(&members, r#"{ kind = "s3", bucket = "bucket" }"#);
+    // WATCH=false turns the agents' watch connections off: what a host that dies (rather
+    // than a process) looks like, found by the probes alone (or the proxy's report).
+    let watch = std::env::var("WATCH").map_or(true, |v| v != "false");
+    let base = tests::three_site_deployment(
+        &members,
+        &format!(r#"{{ kind = "s3", bucket = "bucket", watch = {watch} }}"#),
+    );
     let nodes = tests::three_node_store(&base);
     let config_path = nodes[0].dir.write("agents.toml", &base);
     let agent = |i: usize, site: &str| {
@@ -252,11 +260,16 @@ fn main() {
     rt.block_on(until_all(&peer_dns, victim, true, Duration::from_secs(30)))
         .expect("gdnsd never answered fra-1");
     println!(
-        "failover bench: 3 gslb-dns nodes, default s3 check, {kills} kills each; \
+        "failover bench: 3 gslb-dns nodes, default s3 check (watch = {watch}), {kills} kills each; \
          kill -> the last node stops answering fra-1"
     );
     let fra: Vec<IpAddr> = vec![s3[0].2.addr.ip(), s3[1].2.addr.ip()];
-    for mode in ["hard", "hang", "proxied", "site"] {
+    let modes = std::env::var("MODES").unwrap_or_else(|_| "hard,hang,proxied,site".into());
+    for mode in modes.split(',').map(str::trim) {
+        assert!(
+            ["hard", "hang", "proxied", "site"].contains(&mode),
+            "MODES names hard, hang, proxied and site, not {mode:?}"
+        );
         let mut times = Vec::new();
         let mut missed = 0;
         let mut peer_times = Vec::new();

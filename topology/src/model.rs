@@ -242,6 +242,10 @@ pub struct Check {
     /// (from the start of the last), until `fall` is reached or a probe succeeds.
     #[serde(with = "crate::config::duration::serde_millis")]
     pub fast_interval: Duration,
+    /// Between probes, hold an idle connection to the member's port: a service process that
+    /// dies closes it (the kernel does), and the member is probed at once instead of at
+    /// the next interval.
+    pub watch: bool,
     pub port: Option<u16>,
     pub path: Option<String>,
     pub bucket: Option<String>,

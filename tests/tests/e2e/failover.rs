@@ -317,14 +317,17 @@ fn a_refusal_is_down_at_once_and_a_hang_after_fast_re_probes() {
         )
     };
 
-    // Killed: the next probe is refused, and that one probe is the verdict.
+    // Killed: the next probe fails hard, and that one probe is the verdict.
     let nodes = std::slice::from_ref(&node);
     drop(refused);
     time_until_gone(nodes, "127.0.10.61", Duration::from_secs(15));
-    assert_eq!(
-        failures("fra-refused", "refused"),
-        1,
-        "down on its first refusal (fall_hard 1), not after fall 3: {}",
+    // Refused, or reset when the probe meets the dying process. The agent's watch
+    // connection closing wakes a probe at once, and may race a probe already under way:
+    // one or two hard failures, never the three that fall would need.
+    let hard = failures("fra-refused", "refused") + failures("fra-refused", "reset");
+    assert!(
+        (1..=2).contains(&hard),
+        "down on its first hard failure (fall_hard 1), not after fall 3: {}",
         tests::http(metrics, "GET", "/metrics", None).1
     );
 

@@ -229,6 +229,7 @@ pub struct RawCheck {
     pub fall: Option<u32>,
     pub fall_hard: Option<u32>,
     pub fast_interval: Option<String>,
+    pub watch: Option<bool>,
     pub port: Option<u16>,
     pub path: Option<String>,
     pub bucket: Option<String>,

@@ -533,6 +533,8 @@ fn check(key: KeyPath, raw: &RawCheck) -> Result<Check> {
         fall,
         fall_hard,
         fast_interval,
+        // Off by default for SMB: Samba forks a server process per connection.
+        watch: raw.watch.unwrap_or(kind != CheckKind::Smb),
         port: raw.port,
         path: raw.path.clone(),
         bucket: raw.bucket.clone(),

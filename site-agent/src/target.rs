@@ -212,6 +212,28 @@ pub(crate) async fn carried_probe(
     }
 }
 
+/// A one-member deployment's target at 127.0.0.1:`port` with `check` (TOML), for tests.
+#[cfg(test)]
+pub(crate) fn one_member(check: &str, port: u16) -> Target {
+    let config = format!(
+        r#"
+[zone]
+origin = "storage.example."
+ns = ["ns1"]
+[[site]]
+name = "fra"
+[[service]]
+name = "web"
+check = {check}
+members = [{{ site = "fra", node = "a", address = "127.0.0.1", port = {port} }}]
+"#
+    );
+    let deployment = topology::Config::from_toml(&config, 1)
+        .expect("the test deployment")
+        .deployment;
+    targets(&deployment, "fra").expect("its targets").remove(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,21 +263,7 @@ mod tests {
                 });
             }
         });
-        let config = format!(
-            r#"
-[zone]
-origin = "storage.example."
-ns = ["ns1"]
-[[site]]
-name = "fra"
-[[service]]
-name = "web"
-check = {{ kind = "http", timeout = "400ms" }}
-members = [{{ site = "fra", node = "a", address = "127.0.0.1", port = {port} }}]
-"#
-        );
-        let deployment = topology::Config::from_toml(&config, 1).unwrap().deployment;
-        targets(&deployment, "fra").unwrap().remove(0)
+        one_member(r#"{ kind = "http", timeout = "400ms" }"#, port)
     }
 
     #[tokio::test]

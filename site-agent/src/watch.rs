@@ -5,7 +5,8 @@
 //! host that loses power, or a network that drops packets, sends nothing; for those the
 //! regular probes (and the proxies' passive reports) stay the answer.
 //!
-//! Bounded: one connection per member, a connect timeout of the check's timeout, at most
+//! Bounded: one connection per member, a connect timeout of the check's timeout, TCP
+//! keepalives (a member gone without a word ends the connection in a few seconds), at most
 //! [`MAX_UNREAD`] octets read and dropped per connection (a member that talks is closed and
 //! watched again an interval later), and a member that closes idle connections quickly is
 //! not watched more often than once an interval.
@@ -13,19 +14,23 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use topology::Check;
 
+/// Unanswered keepalives (one a second, or one an interval if longer) that end a watch
+/// connection.
+const KEEPALIVE_RETRIES: u32 = 3;
+
 /// The most a watched member may send on the idle connection before it is closed.
-pub const MAX_UNREAD: usize = 64 << 10;
+const MAX_UNREAD: usize = 64 << 10;
 
 /// How a watch connection ended.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Ended {
+enum Ended {
     /// The member closed it (or reset it): worth a probe at once.
     Closed,
     /// It could not be opened, or the member sent more than [`MAX_UNREAD`].
@@ -33,11 +38,20 @@ pub enum Ended {
 }
 
 /// Opens one watch connection to `addr` and waits until it ends.
-pub async fn watch_once(addr: SocketAddr, check: &Check) -> Ended {
+async fn watch_once(addr: SocketAddr, check: &Check) -> Ended {
     let Ok(Ok(mut stream)) = tokio::time::timeout(check.timeout, TcpStream::connect(addr)).await
     else {
         return Ended::NotWatched;
     };
+    // Keepalives end a connection whose member vanished without closing it (a host that
+    // lost power, then came back with no memory of it): it would otherwise stay open,
+    // watching nothing, forever.
+    let every = check.interval.max(Duration::from_secs(1));
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(every)
+        .with_interval(every)
+        .with_retries(KEEPALIVE_RETRIES);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     let mut sink = [0u8; 4096];
     let mut unread = 0;
     loop {
@@ -128,19 +142,11 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     fn check() -> Check {
-        let config = r#"
-[zone]
-origin = "storage.example."
-ns = ["ns1"]
-[[site]]
-name = "fra"
-[[service]]
-name = "web"
-check = { kind = "tcp", interval = "200ms", timeout = "100ms" }
-members = [{ site = "fra", node = "a", address = "127.0.0.1" }]
-"#;
-        let deployment = topology::Config::from_toml(config, 1).unwrap().deployment;
-        deployment.services[0].check.clone().unwrap()
+        crate::target::one_member(
+            r#"{ kind = "tcp", interval = "200ms", timeout = "100ms" }"#,
+            1,
+        )
+        .check
     }
 
     #[tokio::test]

@@ -1100,3 +1100,72 @@ pub fn env_number(name: &str, default: u64) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// A running `unbound`, a real recursive resolver for the zone `storage.example.` only (a
+/// fake root on an unused loopback address, so it never reaches past this machine), killed
+/// on drop.
+pub struct Unbound {
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Unbound {
+    /// Starts unbound listening on 127.0.0.1:`port`; `server` holds extra `server:` lines
+    /// (each indented four spaces), `stub` the `stub-zone:` lines after its name (the
+    /// zone's servers: `stub-addr: ...`). The configuration is checked first
+    /// (`unbound-checkconf`).
+    pub fn start(port: u16, server: &str, stub: &str) -> Unbound {
+        let dir = TempDir::new("unbound");
+        dir.write(
+            "root.hints",
+            ".  3600000 NS a.root.invalid.\na.root.invalid. 3600000 A 127.0.0.254\n",
+        );
+        let config = format!(
+            r#"server:
+    interface: 127.0.0.1@{port}
+    port: {port}
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "{dir}"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    verbosity: 1
+    num-threads: 1
+    access-control: 127.0.0.0/8 allow
+    do-not-query-localhost: no
+    root-hints: "{dir}/root.hints"
+    qname-minimisation: no
+    local-zone: "storage.example." transparent
+{server}
+stub-zone:
+    name: "storage.example."
+{stub}
+"#,
+            dir = dir.path().display(),
+        );
+        let path = dir.write("unbound.conf", config);
+        let check = run(Command::new("unbound-checkconf").arg(&path));
+        assert!(
+            check.status.success(),
+            "unbound.conf: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+        let child = Command::new("unbound")
+            .args(["-d", "-c"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start unbound (apt-get install unbound)");
+        Unbound { child, _dir: dir }
+    }
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -80,20 +80,22 @@ pub async fn report(
 fn vantage_wanted(ctx: &ApiContext, site: &str, now: topology::Timestamp) -> Vec<String> {
     let snapshot = ctx.control.snapshot();
     let deployment = &snapshot.deployment;
+    // Each site's shortest stale_after among its checked members (one pass).
+    let mut shortest: Vec<Option<u64>> = vec![None; deployment.sites.len()];
+    for member in &deployment.members {
+        let service = deployment.service(member.service);
+        if service.check.is_some() {
+            let stale = service.stale_after.as_millis() as u64;
+            let slot = &mut shortest[member.site.0 as usize];
+            *slot = Some(slot.map_or(stale, |s| s.min(stale)));
+        }
+    }
     deployment
         .site_ids()
         .filter(|id| deployment.site(*id).name != site)
         .filter(|id| {
-            let shortest = deployment
-                .members
-                .iter()
-                .filter(|m| m.site == *id)
-                .map(|m| deployment.service(m.service))
-                .filter(|s| s.check.is_some())
-                .map(|s| s.stale_after.as_millis() as u64)
-                .min();
             let last = snapshot.state.site(*id).last_report;
-            matches!((shortest, last), (Some(stale), Some(at)) if now.saturating_since(at) > stale / 2)
+            matches!((shortest[id.0 as usize], last), (Some(stale), Some(at)) if now.saturating_since(at) > stale / 2)
         })
         .map(|id| deployment.site(id).name.clone())
         .collect()

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tests::netns::Lab;
-use tests::{DnsNode, ProxyNode, Running, S3Node, TempDir, binary};
+use tests::{DnsNode, ProxyNode, Running, S3Node, TempDir, Unbound, binary};
 
 use crate::pki::Pki;
 
@@ -194,63 +194,15 @@ fn endpoints(n: u8) -> String {
     order.join(", ")
 }
 
-/// unbound in the client namespace: no forwarders, the zone's servers found by priming
-/// the delegation's NS set from the three node addresses (stub-prime), so it uses the NS
-/// names and glue the zone serves.
-struct Unbound {
-    child: std::process::Child,
-    _dir: TempDir,
-}
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// unbound in the client namespace, on port 53: no forwarders, the zone's servers found
+/// by priming the delegation's NS set from the three node addresses (stub-prime), so it
+/// uses the NS names and glue the zone serves.
 fn start_unbound() -> Unbound {
-    let dir = TempDir::new("lab-unbound");
-    dir.write(
-        "root.hints",
-        ".  3600000 NS a.root.invalid.\na.root.invalid. 3600000 A 127.0.0.254\n",
-    );
-    let config = format!(
-        r#"server:
-    interface: 127.0.0.1@53
-    do-daemonize: no
-    username: ""
-    chroot: ""
-    directory: "{dir}"
-    pidfile: ""
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    num-threads: 1
-    do-ip6: yes
-    access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
-    root-hints: "{dir}/root.hints"
-    qname-minimisation: no
-    local-zone: "storage.example." transparent
-stub-zone:
-    name: "storage.example."
-    stub-prime: yes
-    stub-addr: 10.99.1.2
-    stub-addr: 10.99.2.2
-    stub-addr: 10.99.3.2
-"#,
-        dir = dir.path().display(),
-    );
-    let path = dir.write("unbound.conf", config);
-    let child = std::process::Command::new("unbound")
-        .args(["-d", "-c"])
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start unbound");
-    Unbound { child, _dir: dir }
+    Unbound::start(
+        53,
+        "    do-ip6: yes",
+        "    stub-prime: yes\n    stub-addr: 10.99.1.2\n    stub-addr: 10.99.2.2\n    stub-addr: 10.99.3.2",
+    )
 }
 
 /// `dig +short` through the client's resolver (run inside the client namespace): the
@@ -340,6 +292,20 @@ fn all_eligible(n: u8, ca: &std::path::Path) -> bool {
     state(n, ca)["services"][0]["members"]
         .as_array()
         .is_some_and(|m| m.len() == 6 && m.iter().all(|m| m["eligible"] == true))
+}
+
+/// What the nodes logged since last asked, but routine lines (for a failure's message).
+fn node_logs(nodes: &[DnsNode]) -> Vec<String> {
+    nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| {
+            n.new_log_lines()
+                .into_iter()
+                .map(move |l| format!("node {}: {l}", i + 1))
+        })
+        .filter(|l| !l.contains(" INFO ") || l.contains("raft") || l.contains("store"))
+        .collect()
 }
 
 /// Node `n`'s explanation of a fra client's answer (`_explain` TXT, asked from the client
@@ -710,16 +676,7 @@ fn a_whole_site_lost_or_partitioned_in_a_lab_of_namespaces() {
             })
         },
         || {
-            let logs: Vec<String> = nodes
-                .iter()
-                .enumerate()
-                .flat_map(|(i, n)| {
-                    n.new_log_lines()
-                        .into_iter()
-                        .map(move |l| format!("node {}: {l}", i + 1))
-                })
-                .filter(|l| !l.contains("INFO"))
-                .collect();
+            let logs = node_logs(&nodes);
             format!(
                 "{:#?}\n{}",
                 lab.within("client", || (1..=3)
@@ -810,16 +767,7 @@ fn a_whole_site_lost_or_partitioned_in_a_lab_of_namespaces() {
             let stores: Vec<serde_json::Value> = lab.within("client", || {
                 (1..=3).map(|n| api(n, &pki.ca, "/api/v1/store")).collect()
             });
-            let logs: Vec<String> = nodes
-                .iter()
-                .enumerate()
-                .flat_map(|(i, n)| {
-                    n.new_log_lines()
-                        .into_iter()
-                        .map(move |l| format!("node {}: {l}", i + 1))
-                })
-                .filter(|l| !l.contains(" INFO ") || l.contains("raft") || l.contains("store"))
-                .collect();
+            let logs = node_logs(&nodes);
             panic!(
                 "no convergence 20 s after the partition healed: {views:#?}\n{stores:#?}\n{}",
                 logs.join("\n")

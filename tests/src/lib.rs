@@ -5,6 +5,7 @@
 //! What it is not: a mock of anything. Binaries come from `target/<profile>/` (the test
 //! command builds them first with `cargo build --workspace --bins`).
 
+pub mod delay_link;
 pub mod netns;
 pub mod relay;
 

@@ -12,6 +12,7 @@ mod dns_protocol;
 mod failover;
 mod geoip_reload;
 mod hostile;
+mod latency_steering;
 mod malformed;
 mod operations;
 mod passive_health;

@@ -168,12 +168,13 @@ fn foreign_libraries_stay_in_their_adapter_modules() {
             "nix",
             "nix::",
             // The hostile test reads the proxy's pipe sizes (F_GETPIPE_SZ) from outside; the
-            // namespace lab joins namespaces (setns).
+            // namespace lab joins namespaces (setns) and its delay link makes TUN devices.
             &[
                 "gslb-dns/src/dns/udp.rs",
                 "proxy/src/sys.rs",
                 "tests/tests/e2e/hostile.rs",
                 "tests/src/netns.rs",
+                "tests/src/delay_link.rs",
             ],
         ),
         (
@@ -257,10 +258,11 @@ fn unsafe_code_lives_only_in_the_audited_modules() {
         manifest.contains("unsafe_code = \"deny\""),
         "the workspace denies unsafe code"
     );
-    // The proxy's system calls, and the GeoIP file mapping.
+    // The proxy's system calls, the GeoIP file mapping, and the test lab's TUN devices.
     let audited = [
         workspace_root().join("proxy/src/sys.rs"),
         workspace_root().join("geoip-data/src/mapped.rs"),
+        workspace_root().join("tests/src/delay_link.rs"),
     ];
     for member in workspace_members() {
         for file in walk(&workspace_root().join(&member)) {

@@ -43,6 +43,14 @@ impl Ejection {
         self.failures = 0;
     }
 
+    /// The store says the member serves again (its agent's probes confirmed it after it
+    /// was out of the answers): the ejection, if any, ends now rather than at its time.
+    pub fn lift(&mut self) -> bool {
+        let lifted = self.until_ms != 0;
+        *self = Ejection::default();
+        lifted
+    }
+
     pub fn ejected(&self, now_ms: u64) -> bool {
         self.until_ms > now_ms
     }
@@ -290,11 +298,20 @@ impl Upstreams {
                 .unwrap_or_default()
                 .into_iter()
                 .map(|d| {
-                    let live = previous
+                    let before = previous
                         .pool(&ports.service)
-                        .and_then(|p| p.members.iter().find(|m| m.node == d.node))
-                        .map(|m| m.live.clone())
-                        .unwrap_or_default();
+                        .and_then(|p| p.members.iter().find(|m| m.node == d.node));
+                    let live = before.map(|m| m.live.clone()).unwrap_or_default();
+                    // Out of the store's picks (down, passively marked, drained) and now
+                    // back: the agent's probes confirmed it serves, so what this proxy saw
+                    // before no longer keeps it out (a restarted node takes work at once,
+                    // not when the local ejection runs out).
+                    if before.is_some_and(|m| m.weight == 0)
+                        && d.weight > 0
+                        && live.ejection.lock().unwrap_or_else(|e| e.into_inner()).lift()
+                    {
+                        tracing::info!(service = %ports.service, member = %d.node, "the store has the member back: ejection lifted");
+                    }
                     let port = ports.backend_port.or(d.port).unwrap_or(ports.listen_port);
                     Arc::new(Member {
                         service: ports.service.clone(),

@@ -263,8 +263,14 @@ async fn report_loop(
             members,
             vantage: vantage.observations(),
         };
+        let sent = std::time::Instant::now();
         let wait = match setup.api.report(&report).await {
             Ok(written) => {
+                tracing::debug!(
+                    sequence,
+                    took_us = sent.elapsed().as_micros() as u64,
+                    "report taken"
+                );
                 await_passive(&trackers, &written.passive);
                 vantage.ask(&written.vantage);
                 counters

@@ -7,7 +7,7 @@
 //!   restarted on the same address;
 //! - **hang**: `fra-1` is stopped (SIGSTOP: the kernel still accepts, nothing answers),
 //!   then continued;
-//! - **proxied**: a hard kill while a client sends a request every 10 ms through fra's S3
+//! - **proxied**: a hard kill while clients (16 addresses) send a request every 10 ms through fra's S3
 //!   proxy: the proxy's ejection report (passive health) races the agent's probes;
 //! - **site**: the whole of fra at once: its agent (SIGKILL) and both its S3 nodes. With
 //!   its agent silent, the store asks iad's and sin's agents to probe fra's members across
@@ -27,7 +27,9 @@
 //!
 //! Run with `bench/failover/run.sh` (release build). Knobs: KILLS (default 20), MODES (a
 //! comma-separated subset of `hard,hang,proxied,site`, all by default), WATCH (`false`
-//! turns the agents' watch connections off: the check's `watch = false`).
+//! turns the agents' watch connections off: the check's `watch = false`), OUTLIER_MS (600,
+//! and 1.5 s at least for hangs: a kill slower than this prints the store's history of the
+//! member around it and, but for hangs, the last lines of fra's agent's debug log).
 #![allow(clippy::print_stdout)]
 
 use std::io::{Read, Write};
@@ -97,11 +99,21 @@ impl Gdnsd {
     }
 }
 
-/// A client of the proxy at `proxy`: a request on a new connection every 10 ms until `stop`.
+/// Clients of the proxy at `proxy`: a request on a new connection every 10 ms until
+/// `stop`, each from the next of 16 source addresses (the proxy keeps a client on its member
+/// by address, so one address would only ever use one of fra's two members).
 fn client(proxy: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let connect = move |source: u8| -> std::io::Result<TcpStream> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        socket.bind(&SocketAddr::from(([127, 0, 11, source], 0)).into())?;
+        socket.connect_timeout(&proxy.into(), Duration::from_secs(1))?;
+        Ok(socket.into())
+    };
     std::thread::spawn(move || {
+        let mut sent = 0u32;
         while !stop.load(Ordering::Relaxed) {
-            if let Ok(mut stream) = TcpStream::connect(proxy) {
+            sent += 1;
+            if let Ok(mut stream) = connect(1 + (sent % 16) as u8) {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let _ = stream.write_all(
                     b"GET /bucket/object HTTP/1.1\r\nHost: s3\r\nConnection: close\r\n\r\n",
@@ -186,7 +198,14 @@ async fn until_none(
 
 /// Prints what the history says of `fra-1` around a slow kill (times from the kill), to
 /// tell a late verdict from a slow apply.
-fn outlier(admin: SocketAddr, killed_ms: i64, took: Duration) {
+/// With `agent_log`, also the last lines of fra's agent's debug log.
+fn outlier(
+    admin: SocketAddr,
+    killed_ms: i64,
+    took: Duration,
+    kill: usize,
+    agent_log: Option<&std::path::Path>,
+) {
     let (_, body) = tests::http(admin, "GET", "/api/v1/history", None);
     let history: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     let changes: Vec<String> = history["changes"]
@@ -199,7 +218,18 @@ fn outlier(admin: SocketAddr, killed_ms: i64, took: Duration) {
             (at > -2000).then(|| format!("{at:+} ms {} ({})", c["change"], c["who"]))
         })
         .collect();
-    println!("  outlier {:.3}s: {changes:?}", took.as_secs_f64());
+    println!(
+        "  outlier {:.3}s (kill {kill}): {changes:?}",
+        took.as_secs_f64()
+    );
+    let Some(agent_log) = agent_log else {
+        return;
+    };
+    let log = std::fs::read_to_string(agent_log).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    for line in &lines[lines.len().saturating_sub(12)..] {
+        println!("    fra agent: {line}");
+    }
 }
 
 fn main() {
@@ -224,9 +254,27 @@ fn main() {
     );
     let nodes = tests::three_node_store(&base);
     let config_path = nodes[0].dir.write("agents.toml", &base);
+    // fra's agent logs at debug level to a file: an outlier prints what it did around
+    // the kill.
+    let agent_log = nodes[0].dir.path().join("fra-agent.log");
     let agent = |i: usize, site: &str| {
         let order: Vec<SocketAddr> = (0..3).map(|j| nodes[(i + j) % 3].admin.unwrap()).collect();
-        tests::site_agent(&config_path, site, &order, &[])
+        if site != "fra" {
+            return tests::site_agent(&config_path, site, &order, &[]);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&agent_log)
+            .expect("the agent's log file");
+        tests::site_agent_logging(
+            &config_path,
+            site,
+            &order,
+            &[],
+            "warn,site_agent=debug",
+            log.into(),
+        )
     };
     let mut agents: Vec<Option<Running>> = ["fra", "iad", "sin"]
         .iter()
@@ -255,6 +303,31 @@ fn main() {
     let rt = runtime();
     rt.block_on(until_all(&dns, victim, true, Duration::from_secs(30)))
         .expect("fra-1 never answered on every node");
+    // Steady state first: a leader known to every node and every member up by its own
+    // agent's verdict (the first answers come before the first reports, and the first
+    // report may meet an election still running).
+    let settled = Instant::now();
+    while !nodes.iter().all(|node| {
+        let admin = node.admin.expect("the admin API");
+        let json = |path| {
+            serde_json::from_str::<serde_json::Value>(&tests::http(admin, "GET", path, None).1)
+                .unwrap_or_default()
+        };
+        let state = json("/api/v1/state");
+        json("/api/v1/store")["node"]["leader"]
+            .as_u64()
+            .unwrap_or(0)
+            != 0
+            && state["services"][0]["members"]
+                .as_array()
+                .is_some_and(|m| m.len() == 4 && m.iter().all(|m| m["health"] == "up"))
+    }) {
+        assert!(
+            settled.elapsed() < Duration::from_secs(30),
+            "the store never settled: a leader and every member up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let peer = Gdnsd::start(port);
     let peer_dns: Vec<SocketAddr> = peer.iter().map(|p| p.dns).collect();
     rt.block_on(until_all(&peer_dns, victim, true, Duration::from_secs(30)))
@@ -264,6 +337,8 @@ fn main() {
          kill -> the last node stops answering fra-1"
     );
     let fra: Vec<IpAddr> = vec![s3[0].2.addr.ip(), s3[1].2.addr.ip()];
+    // A kill slower than this prints what the history and fra's agent say of it.
+    let outlier_after = Duration::from_millis(tests::env_number("OUTLIER_MS", 600));
     let modes = std::env::var("MODES").unwrap_or_else(|_| "hard,hang,proxied,site".into());
     for mode in modes.split(',').map(str::trim) {
         assert!(
@@ -312,8 +387,16 @@ fn main() {
                 // Both were asked concurrently from the kill on: each its own time.
                 Some(took) => {
                     times.push(took);
-                    if took > Duration::from_millis(600) && mode != "site" {
-                        outlier(admin, killed_ms, took);
+                    // A hang takes its timeouts (about a second) by design.
+                    let slow = if mode == "hang" {
+                        outlier_after.max(Duration::from_millis(1500))
+                    } else {
+                        outlier_after
+                    };
+                    if took > slow && mode != "site" {
+                        // A hang's outlier is its timeouts: only its history.
+                        let log = (mode != "hang").then_some(agent_log.as_path());
+                        outlier(admin, killed_ms, took, times.len(), log);
                     }
                 }
                 None => missed += 1,

@@ -1050,6 +1050,18 @@ pub fn three_node_store(config: &str) -> Vec<DnsNode> {
 /// A `site-agent` for `site` on `config`, reporting to `report_to` in order (with the test
 /// S3 credentials and `extra` arguments), killed on drop.
 pub fn site_agent(config: &Path, site: &str, report_to: &[SocketAddr], extra: &[&str]) -> Running {
+    site_agent_logging(config, site, report_to, extra, "warn", Stdio::null())
+}
+
+/// [`site_agent`], logging at `filter` (`PORTICO_LOG`) to `stderr`.
+pub fn site_agent_logging(
+    config: &Path,
+    site: &str,
+    report_to: &[SocketAddr],
+    extra: &[&str],
+    filter: &str,
+    stderr: Stdio,
+) -> Running {
     let mut command = Command::new(binary("site-agent"));
     command.arg("--config").arg(config).args(["--site", site]);
     for node in report_to {
@@ -1060,9 +1072,9 @@ pub fn site_agent(config: &Path, site: &str, report_to: &[SocketAddr], extra: &[
             .args(extra)
             .env("PORTICO_S3_ACCESS_KEY", ACCESS_KEY)
             .env("PORTICO_S3_SECRET_KEY", SECRET_KEY)
-            .env("PORTICO_LOG", "warn")
+            .env("PORTICO_LOG", filter)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start site-agent"),
     )

@@ -110,6 +110,38 @@ fn the_store_weights_decide_who_gets_new_work_and_ejection_is_passive() {
 }
 
 #[test]
+fn an_ejection_ends_when_the_store_has_the_member_back() {
+    let client: IpAddr = "127.1.0.9".parse().unwrap();
+    let up = Upstreams::from_view(
+        &view(|_| 100, |_| None),
+        1,
+        "fra",
+        &ports(),
+        &Upstreams::default(),
+    );
+    let member = up.pool("s3").unwrap().by_client(client, 1, &[]).unwrap();
+    let eject_for = Duration::from_secs(10);
+    assert!(member.failed(10, 1, eject_for));
+    // The store still counts it (its agent has not seen the failure yet): still ejected.
+    let same = Upstreams::from_view(&view(|_| 100, |_| None), 2, "fra", &ports(), &up);
+    let pool = same.pool("s3").unwrap();
+    assert_ne!(pool.by_client(client, 20, &[]).unwrap().key, member.key);
+    // The store takes it out (the proxy's report, or the agent), then back (probes
+    // confirmed it): the ejection ends with it, long before eject_for.
+    let out = view(|n| if n == member.node { 0 } else { 100 }, |_| None);
+    let down = Upstreams::from_view(&out, 3, "fra", &ports(), &same);
+    let back = Upstreams::from_view(&view(|_| 100, |_| None), 4, "fra", &ports(), &down);
+    let pool = back.pool("s3").unwrap();
+    assert_eq!(pool.by_client(client, 30, &[]).unwrap().key, member.key);
+    // An ejection the store never echoed runs its course.
+    assert!(member.failed(40, 1, eject_for));
+    let again = Upstreams::from_view(&view(|_| 100, |_| None), 5, "fra", &ports(), &back);
+    let pool = again.pool("s3").unwrap();
+    assert_ne!(pool.by_client(client, 50, &[]).unwrap().key, member.key);
+    assert_eq!(pool.by_client(client, 10_041, &[]).unwrap().key, member.key);
+}
+
+#[test]
 fn what_the_proxy_saw_follows_a_member_into_the_next_snapshot() {
     let start = Upstreams::from_view(
         &view(|_| 100, |_| None),

@@ -20,10 +20,11 @@ use crate::proxy::IdentityServer;
 
 const CLIENT: &str = "10.98.200.2";
 const CLIENT_PREFIX: &str = "10.98.200.0/24";
-/// (site, its storage node's loopback address in the sites namespace, its proxy's address)
-const SITES: [(&str, &str, &str); 2] = [
-    ("fra", "127.0.61.1", "10.98.1.100"),
-    ("iad", "127.0.62.1", "10.98.2.100"),
+/// (site, its storage node, the node's loopback address in the sites namespace, its
+/// proxy's address)
+const SITES: [(&str, &str, &str, &str); 2] = [
+    ("fra", "fra-1", "127.0.61.1", "10.98.1.100"),
+    ("iad", "iad-1", "127.0.62.1", "10.98.2.100"),
 ];
 const RTT_MAX_AGE: Duration = Duration::from_secs(4);
 
@@ -39,9 +40,7 @@ struct Sites {
 fn start_sites() -> Sites {
     let servers: Vec<IdentityServer> = SITES
         .iter()
-        .map(|(site, ip, _)| {
-            IdentityServer::start(if *site == "fra" { "fra-1" } else { "iad-1" }, ip)
-        })
+        .map(|(_, node, ip, _)| IdentityServer::start(node, ip))
         .collect();
     // The clients' prefix is iad's client network: by topology they belong to iad.
     let base = format!(
@@ -82,16 +81,16 @@ members = [
     let config = node.dir.write("agents.toml", &base);
     let agents = SITES
         .iter()
-        .map(|(site, _, _)| tests::site_agent(&config, site, &[admin], &[]))
+        .map(|(site, _, _, _)| tests::site_agent(&config, site, &[admin], &[]))
         .collect();
     let proxies: Vec<SocketAddr> = SITES
         .iter()
-        .map(|(_, _, ip)| format!("{ip}:9000").parse().unwrap())
+        .map(|(_, _, _, ip)| format!("{ip}:9000").parse().unwrap())
         .collect();
     let proxy_nodes = SITES
         .iter()
         .zip(&proxies)
-        .map(|((site, _, _), listen)| {
+        .map(|((site, _, _, _), listen)| {
             ProxyNode::start(
                 &format!(
                     "{base}\n[proxy]\nsite = \"{site}\"\nstate_from = [\"{admin}\"]\nrtt_report_interval = \"500ms\"\n\n\
@@ -158,12 +157,12 @@ fn measured_client_rtt_through_the_proxies_steers_the_latency_answer() {
     }
     lab.address("client", "wan0", &format!("{CLIENT}/32"));
     lab.ip("client", &["route", "add", "10.98.0.0/16", "dev", "wan0"]);
-    for (_, _, proxy) in SITES {
+    for (_, _, _, proxy) in SITES {
         lab.address("sites", "wan0", &format!("{proxy}/32"));
     }
     lab.ip("sites", &["route", "add", CLIENT_PREFIX, "dev", "wan0"]);
-    let fra_proxy: IpAddr = SITES[0].2.parse().unwrap();
-    let iad_proxy: IpAddr = SITES[1].2.parse().unwrap();
+    let fra_proxy: IpAddr = SITES[0].3.parse().unwrap();
+    let iad_proxy: IpAddr = SITES[1].3.parse().unwrap();
     // iad is 25 ms away from these clients each way (50 ms RTT), fra next door.
     link.set_delay(iad_proxy, Duration::from_millis(25));
 
@@ -179,7 +178,7 @@ fn measured_client_rtt_through_the_proxies_steers_the_latency_answer() {
         let (_, body) = lab.within("sites", || tests::http(admin, "GET", "/api/v1/rtt", None));
         serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()
     };
-    let (fra, iad) = (vec![SITES[0].1.to_owned()], vec![SITES[1].1.to_owned()]);
+    let (fra, iad) = (vec![SITES[0].2.to_owned()], vec![SITES[1].2.to_owned()]);
     // Until a member is up and every node knows it, answers are empty or partial.
     let settled = Instant::now();
     while answer() != iad {
@@ -195,12 +194,13 @@ fn measured_client_rtt_through_the_proxies_steers_the_latency_answer() {
     let good = Arc::new(AtomicU32::new(0));
     let failed = Arc::new(AtomicU32::new(0));
     let traffic: Vec<_> = lab.within("client", || {
-        [("fra-1", sites.proxies[0]), ("iad-1", sites.proxies[1])]
-            .into_iter()
-            .map(|(expect, proxy)| {
-                clients(proxy, expect, stop.clone(), good.clone(), failed.clone())
-            })
-            .collect()
+        [
+            (SITES[0].1, sites.proxies[0]),
+            (SITES[1].1, sites.proxies[1]),
+        ]
+        .into_iter()
+        .map(|(expect, proxy)| clients(proxy, expect, stop.clone(), good.clone(), failed.clone()))
+        .collect()
     });
     // Waits until the answer for the prefix is `want`; returns how long it took.
     let until = |want: &Vec<String>, what: &str| {
